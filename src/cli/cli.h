@@ -1,0 +1,32 @@
+/*
+ * cli.h — what the subcommands of `concord` share: option parsing for the
+ * options every command understands, opening the store, serving until a
+ * signal.
+ */
+#ifndef CONCORD_CLI_H
+#define CONCORD_CLI_H
+
+#include <stddef.h>
+
+#include "../store/store.h"
+
+typedef struct cli_opts {
+    const char *db;
+    char http_addr[64];
+    int http_port;
+    int threads;
+    size_t max_body;
+} cli_opts;
+
+extern const char *concord_version;
+
+void cli_defaults(cli_opts *o);
+/* 0 = consumed argv[*i] (and maybe its value), -1 = not a common option,
+ * 2 = usage error (message printed). */
+int cli_parse_common(cli_opts *o, int argc, char **argv, int *i);
+int cli_open_store(const cli_opts *o, int migrate, store **s);
+int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const char *base, void *), void *arg);
+
+int cmd_demo(int argc, char **argv);
+
+#endif

@@ -1,0 +1,219 @@
+/*
+ * main.c — the `concord` command: one binary, subcommands in a table.
+ *
+ *   concord serve   [--db DB] [--http ADDR:PORT] [--threads N]
+ *   concord demo    [--db DB] [--http ADDR:PORT] [--patients N] [--seed S] [--no-serve]
+ *   concord migrate [--db DB]
+ *   concord --help | --version
+ *
+ * --db means the same everywhere: a file path for SQLite (default
+ * var/concord.db) or a postgresql:// URL. Exit codes: 0 success, 1 runtime
+ * failure, 2 usage error.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../base/log.h"
+#include "../http/server.h"
+#include "../store/store.h"
+#include "cli.h"
+
+#ifndef CONCORD_VERSION
+#define CONCORD_VERSION "dev"
+#endif
+
+const char *concord_version = CONCORD_VERSION;
+
+static int usage_error(const char *fmt, const char *arg) {
+    fprintf(stderr, "concord: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'concord --help'.\n");
+    return 2;
+}
+
+int cli_parse_common(cli_opts *o, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    const char *val = NULL;
+#define NEXT()                                                                                                         \
+    do {                                                                                                               \
+        if (*i + 1 >= argc) return usage_error("%s needs a value", a);                                                 \
+        val = argv[++*i];                                                                                              \
+    } while (0)
+    if (strcmp(a, "--db") == 0) {
+        NEXT();
+        o->db = val;
+    } else if (strcmp(a, "--http") == 0) {
+        NEXT();
+        const char *colon = strrchr(val, ':');
+        if (!colon) return usage_error("--http takes ADDR:PORT, not '%s'", val);
+        char *end;
+        long port = strtol(colon + 1, &end, 10);
+        if (*end || port < 0 || port > 65535) return usage_error("bad port in --http '%s'", val);
+        size_t n = (size_t)(colon - val);
+        if (n >= sizeof o->http_addr) return usage_error("bad address in --http '%s'", val);
+        memcpy(o->http_addr, val, n);
+        o->http_addr[n] = 0;
+        o->http_port = (int)port;
+    } else if (strcmp(a, "--threads") == 0) {
+        NEXT();
+        o->threads = atoi(val);
+        if (o->threads < 1 || o->threads > 256) return usage_error("--threads must be 1..256, not '%s'", val);
+    } else if (strcmp(a, "--log-level") == 0) {
+        NEXT();
+        int l = log_level_parse(val);
+        if (l < 0) return usage_error("--log-level is debug, info, warn or error, not '%s'", val);
+        log_set_level((log_level)l);
+    } else if (strcmp(a, "--max-body") == 0) {
+        NEXT();
+        char *end;
+        long long v = strtoll(val, &end, 10);
+        if (*end || v < 1024) return usage_error("--max-body takes a byte count >= 1024, not '%s'", val);
+        o->max_body = (size_t)v;
+    } else {
+        return -1; /* not a common option */
+    }
+    return 0;
+#undef NEXT
+}
+
+void cli_defaults(cli_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->db = getenv("CONCORD_DB");
+    if (!o->db || !*o->db) o->db = STORE_DEFAULT_DB;
+    snprintf(o->http_addr, sizeof o->http_addr, "127.0.0.1");
+    o->http_port = 8080;
+}
+
+int cli_open_store(const cli_opts *o, int migrate, store **s) {
+    err e;
+    err_clear(&e);
+    if (store_open(o->db, migrate, s, &e) != ST_OK) {
+        fprintf(stderr, "concord: %s\n", e.msg);
+        return 1;
+    }
+    return 0;
+}
+
+int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const char *base, void *), void *arg) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* workers inherit the mask */
+    signal(SIGPIPE, SIG_IGN);
+    http_config cfg = {
+        .addr = o->http_addr,
+        .port = o->http_port,
+        .threads = o->threads,
+        .max_body = o->max_body,
+        .version = concord_version,
+    };
+    http_server *h = NULL;
+    err e;
+    if (http_start(s, &cfg, &h, &e) != ST_OK) {
+        fprintf(stderr, "concord: %s\n", e.msg);
+        return 1;
+    }
+    char base[300];
+    snprintf(base, sizeof base, "http://%s:%d", o->http_addr, http_port(h));
+    if (banner) banner(base, arg);
+    log_info("concord %s serving %s (%s); stop with Ctrl-C or SIGTERM", concord_version, base, store_backend(s));
+    int sig = 0;
+    sigwait(&set, &sig);
+    log_info("received %s: finishing in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    http_stop(h);
+    log_info("stopped cleanly");
+    return 0;
+}
+
+static int cmd_serve(int argc, char **argv) {
+    cli_opts o;
+    cli_defaults(&o);
+    for (int i = 1; i < argc; i++) {
+        int r = cli_parse_common(&o, argc, argv, &i);
+        if (r > 0) return r;
+        if (r < 0) return usage_error("serve: unknown option '%s'", argv[i]);
+    }
+    store *s = NULL;
+    if (cli_open_store(&o, 1, &s)) return 1;
+    int rc = cli_serve_until_signal(s, &o, NULL, NULL);
+    store_close(s);
+    return rc;
+}
+
+static int cmd_migrate(int argc, char **argv) {
+    cli_opts o;
+    cli_defaults(&o);
+    for (int i = 1; i < argc; i++) {
+        int r = cli_parse_common(&o, argc, argv, &i);
+        if (r > 0) return r;
+        if (r < 0) return usage_error("migrate: unknown option '%s'", argv[i]);
+    }
+    store *s = NULL;
+    if (cli_open_store(&o, 0, &s) == 0) {
+        /* already current: open without migrating succeeded */
+        printf("schema is at version %d: nothing to do\n", store_schema_version());
+        store_close(s);
+        return 0;
+    }
+    err e;
+    /* open migrates */
+    if (store_open(o.db, 1, &s, &e) != ST_OK) {
+        fprintf(stderr, "concord: migrate: %s\n", e.msg);
+        return 1;
+    }
+    printf("schema migrated to version %d\n", store_schema_version());
+    store_close(s);
+    return 0;
+}
+
+static int cmd_help(int argc, char **argv);
+
+static const struct command {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+} commands[] = {
+    {"serve", cmd_serve, "run the server: FHIR R4 API at /fhir, landing page at /"},
+    {"demo", cmd_demo, "load a demonstration population (if the store is empty) and serve it"},
+    {"migrate", cmd_migrate, "apply pending schema migrations and exit"},
+    {"help", cmd_help, "show this help"},
+};
+
+static int cmd_help(int argc, char **argv) {
+    printf("concord %s — integrated care server\n\n"
+           "Usage: concord COMMAND [options]\n\nCommands:\n",
+           concord_version);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        printf("  %-10s %s\n", commands[i].name, commands[i].summary);
+    printf("\nCommon options:\n"
+           "  --db DB            SQLite file path (default var/concord.db, or $CONCORD_DB)\n"
+           "                     or a postgresql:// URL\n"
+           "  --http ADDR:PORT   where to listen (default 127.0.0.1:8080)\n"
+           "  --threads N        HTTP worker threads (default 2 x cores)\n"
+           "  --max-body BYTES   largest request body accepted (default 64 MiB)\n"
+           "  --log-level LEVEL  debug, info, warn, error (default info)\n"
+           "\ndemo options:\n"
+           "  --patients N       size of the demonstration population (default 2000)\n"
+           "  --seed S           random seed (default 1)\n"
+           "  --no-serve         load the data and exit\n");
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        cmd_help(0, NULL);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) return cmd_help(0, NULL);
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("concord %s\n", concord_version);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
+    return usage_error("unknown command '%s'", argv[1]);
+}

@@ -1,0 +1,1025 @@
+/*
+ * rest.c — the FHIR R4 RESTful API over the store: routing (a table of
+ * method + path patterns), the interactions (read, vread, create,
+ * conditional create, update, delete, history, search, batch/transaction,
+ * Patient/$everything, metadata), and the rendering of results as
+ * Bundles and OperationOutcomes.
+ *
+ * Invariants:
+ *  - A 2xx is returned only after store_commit succeeded (durable).
+ *  - Every write is validated (fhir_validate) before the store sees it; a
+ *    failure returns an OperationOutcome and stores nothing.
+ *  - A transaction Bundle is one store transaction: all entries or none.
+ *  - Resource bodies are served as stored (no re-serialisation on read);
+ *    Bundles are assembled as text around the stored bodies.
+ */
+#include "rest.h"
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../base/log.h"
+#include "fhirdate.h"
+#include "model.h"
+#include "search.h"
+#include "validate.h"
+
+static const char FHIR_JSON[] = "application/fhir+json; charset=utf-8";
+
+/* ---- small helpers --------------------------------------------------- */
+
+static void http_date(int64_t usec, char out[40]) {
+    time_t t = (time_t)(usec / 1000000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 40, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+static void set_version_headers(rest_response *rs, const store_meta *m) {
+    snprintf(rs->etag, sizeof rs->etag, "W/\"%lld\"", (long long)m->version);
+    http_date(m->updated_usec, rs->last_modified);
+}
+
+static void outcome_json(buf *b, const char *severity, const char *issue, const char *msg, const char *where) {
+    buf_puts(b, "{\"resourceType\":\"OperationOutcome\",\"issue\":[{\"severity\":\"");
+    buf_puts(b, severity);
+    buf_puts(b, "\",\"code\":\"");
+    buf_puts(b, issue ? issue : "processing");
+    buf_puts(b, "\",\"diagnostics\":\"");
+    buf_json_escape(b, msg, strlen(msg));
+    buf_puts(b, "\"");
+    if (where && *where) {
+        buf_puts(b, ",\"expression\":[\"");
+        buf_json_escape(b, where, strlen(where));
+        buf_puts(b, "\"]");
+    }
+    buf_puts(b, "}]}");
+}
+
+void rest_error(rest_response *rs, const err *e) {
+    rs->status = status_http(e->code);
+    rs->content_type = FHIR_JSON;
+    buf_reset(&rs->body);
+    rs->etag[0] = rs->location[0] = rs->last_modified[0] = 0;
+    outcome_json(&rs->body, e->code >= ST_IO ? "fatal" : "error", e->issue, e->msg[0] ? e->msg : status_name(e->code),
+                 e->where);
+}
+
+static void fail(rest_response *rs, status code, const char *issue, const char *where, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void fail(rest_response *rs, status code, const char *issue, const char *where, const char *fmt, ...) {
+    err e;
+    e.code = code;
+    e.issue = issue;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.msg, sizeof e.msg, fmt, ap);
+    va_end(ap);
+    snprintf(e.where, sizeof e.where, "%s", where ? where : "");
+    rest_error(rs, &e);
+}
+
+/* Parse an ETag / If-Match value: W/"3", "3" or 3. Returns -1 if malformed. */
+static int64_t parse_etag(const char *s) {
+    if (!s) return 0;
+    while (isspace((unsigned char)*s)) s++;
+    if (strncmp(s, "W/", 2) == 0) s += 2;
+    if (*s == '"') s++;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || v < 1) return -1;
+    if (*end == '"') end++;
+    while (isspace((unsigned char)*end)) end++;
+    return *end ? -1 : v;
+}
+
+static int prefer_has(const char *prefer, const char *what) { return prefer && strstr(prefer, what) != NULL; }
+
+/* Parse a request body as a resource. Returns NULL and fills rs on error. */
+static json_t *parse_body(const rest_request *rq, rest_response *rs) {
+    if (rq->content_type && !strstr(rq->content_type, "json")) {
+        fail(rs, ST_INVALID, "not-supported", NULL, "content type '%s' is not supported: send application/fhir+json",
+             rq->content_type);
+        rs->status = 415;
+        return NULL;
+    }
+    if (!rq->body || rq->body_len == 0) {
+        fail(rs, ST_INVALID, "required", NULL, "the request has no body: a FHIR resource in JSON is expected");
+        return NULL;
+    }
+    json_error_t je;
+    json_t *j = json_loadb(rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!j) {
+        char where[64];
+        snprintf(where, sizeof where, "line %d, column %d", je.line, je.column);
+        fail(rs, ST_INVALID, "structure", where, "malformed JSON at line %d, column %d: %s", je.line, je.column,
+             je.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        fail(rs, ST_INVALID, "structure", NULL, "the body must be a JSON object (a FHIR resource)");
+        return NULL;
+    }
+    return j;
+}
+
+static void render_resource(rest_response *rs, int status, const store_meta *m, const char *body, size_t len,
+                            const rest_request *rq, int with_location) {
+    rs->status = status;
+    rs->content_type = FHIR_JSON;
+    set_version_headers(rs, m);
+    if (with_location)
+        snprintf(rs->location, sizeof rs->location, "%s/%s/%s/_history/%lld", rq->base_url, m->type, m->id,
+                 (long long)m->version);
+    buf_reset(&rs->body);
+    if (body) buf_append(&rs->body, body, len);
+}
+
+/* ---- writes (inside a transaction) ----------------------------------- */
+
+typedef struct write_result {
+    store_meta meta;
+    int created;   /* 201 rather than 200 */
+    int unchanged; /* conditional create matched an existing resource */
+    char *body;    /* the stored JSON (malloc'd) */
+} write_result;
+
+static status check_type(json_t *res, const char *type, err *e) {
+    const char *rt = json_string_value(json_object_get(res, "resourceType"));
+    if (!rt) return err_set(e, ST_INVALID, "required", "resourceType", "resourceType is missing");
+    if (strcmp(rt, type) != 0)
+        return err_set(e, ST_INVALID, "invalid", "resourceType", "resourceType %s does not match the URL's %s", rt, type);
+    return ST_OK;
+}
+
+/* Conditional create: search `criteria` within the txn. *found: 0, 1, or 2+ */
+static status match_criteria(store_txn *tx, const char *type, const char *criteria, store_items *it, err *e) {
+    arena a = {0};
+    search_param_kv *kv;
+    int n = search_split_query(&a, criteria, strlen(criteria), &kv);
+    search_query q;
+    status rc = search_parse(&a, type, kv, n, 0, &q, e);
+    if (rc == ST_OK) {
+        if (q.n_clauses == 0) rc = err_set(e, ST_INVALID, "invalid", "If-None-Exist", "the condition has no criteria");
+    }
+    if (rc == ST_OK) {
+        q.count = 2;
+        q.offset = 0;
+        q.n_includes = 0;
+        rc = store_txn_search(tx, &q, it, e);
+    }
+    arena_free(&a);
+    return rc;
+}
+
+static status do_create(store_txn *tx, json_t *res, const char *type, const char *if_none_exist, const char *id,
+                        write_result *wr, err *e) {
+    status rc = check_type(res, type, e);
+    if (rc != ST_OK) return rc;
+    if (if_none_exist && *if_none_exist) {
+        store_items it = {0};
+        rc = match_criteria(tx, type, if_none_exist, &it, e);
+        if (rc == ST_OK && it.n > 1)
+            rc = err_set(e, ST_PRECONDITION, "multiple-matches", "If-None-Exist",
+                         "the condition '%s' matches more than one %s", if_none_exist, type);
+        if (rc == ST_OK && it.n == 1) {
+            wr->meta = it.v[0].meta;
+            wr->unchanged = 1;
+            wr->body = it.v[0].body;
+            it.v[0].body = NULL;
+        }
+        store_items_free(&it);
+        if (rc != ST_OK || wr->unchanged) return rc;
+    }
+    /* the server assigns the id of a created resource */
+    json_object_del(res, "id");
+    rc = fhir_validate(res, type, e);
+    if (rc != ST_OK) return rc;
+    rc = store_put(tx, res, id, 0, 1, &wr->meta, &wr->created, e);
+    if (rc != ST_OK) return rc;
+    wr->body = json_dumps(res, JSON_COMPACT);
+    return ST_OK;
+}
+
+static status do_update(store_txn *tx, json_t *res, const char *type, const char *id, int64_t if_match,
+                        write_result *wr, err *e) {
+    status rc = check_type(res, type, e);
+    if (rc != ST_OK) return rc;
+    const char *bid = json_string_value(json_object_get(res, "id"));
+    if (!bid) return err_set(e, ST_INVALID, "required", "id", "an update must carry the resource's id in the body");
+    if (strcmp(bid, id) != 0)
+        return err_set(e, ST_INVALID, "invalid", "id", "the body's id '%s' does not match the URL's '%s'", bid, id);
+    rc = fhir_validate(res, type, e);
+    if (rc != ST_OK) return rc;
+    rc = store_put(tx, res, id, if_match, 0, &wr->meta, &wr->created, e);
+    if (rc != ST_OK) return rc;
+    wr->body = json_dumps(res, JSON_COMPACT);
+    return ST_OK;
+}
+
+/* Run `fn` in its own transaction, committing on success. */
+typedef status (*txn_fn)(store_txn *tx, void *arg, err *e);
+
+static status in_txn(store *s, txn_fn fn, void *arg, err *e) {
+    store_txn *tx = NULL;
+    status rc = store_begin(s, &tx, e);
+    if (rc != ST_OK) return rc;
+    rc = fn(tx, arg, e);
+    if (rc != ST_OK) {
+        store_rollback(tx);
+        return rc;
+    }
+    return store_commit(tx, e);
+}
+
+/* ---- the interactions ------------------------------------------------ */
+
+typedef struct route_vars {
+    const char *type, *id, *vid;
+} route_vars;
+
+static void h_read(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
+    err e;
+    store_meta m;
+    int64_t version = 0;
+    if (v->vid) {
+        char *end;
+        version = strtoll(v->vid, &end, 10);
+        if (*end || version < 1) {
+            fail(rs, ST_NOT_FOUND, "not-found", NULL, "'%s' is not a version id", v->vid);
+            return;
+        }
+    }
+    status rc = store_read(ctx->store, v->type, v->id, version, &rs->body, &m, &e);
+    if (rc == ST_GONE) {
+        rest_error(rs, &e);
+        set_version_headers(rs, &m);
+        return;
+    }
+    if (rc != ST_OK) {
+        rest_error(rs, &e);
+        return;
+    }
+    rs->status = 200;
+    rs->content_type = FHIR_JSON;
+    set_version_headers(rs, &m);
+}
+
+typedef struct create_arg {
+    json_t *res;
+    const char *type, *id, *if_none_exist;
+    int64_t if_match;
+    write_result wr;
+} create_arg;
+
+static status create_fn(store_txn *tx, void *p, err *e) {
+    create_arg *a = p;
+    return do_create(tx, a->res, a->type, a->if_none_exist, NULL, &a->wr, e);
+}
+
+static status update_fn(store_txn *tx, void *p, err *e) {
+    create_arg *a = p;
+    return do_update(tx, a->res, a->type, a->id, a->if_match, &a->wr, e);
+}
+
+static void respond_write(const rest_request *rq, rest_response *rs, write_result *wr, int ok_status) {
+    int status = wr->created ? 201 : ok_status;
+    if (prefer_has(rq->prefer, "return=minimal")) {
+        render_resource(rs, status, &wr->meta, NULL, 0, rq, 1);
+    } else if (prefer_has(rq->prefer, "return=OperationOutcome")) {
+        render_resource(rs, status, &wr->meta, NULL, 0, rq, 1);
+        outcome_json(&rs->body, "information", "informational",
+                     wr->unchanged ? "a matching resource already exists" : "done", NULL);
+    } else {
+        render_resource(rs, status, &wr->meta, wr->body, wr->body ? strlen(wr->body) : 0, rq, 1);
+    }
+}
+
+static void h_create(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
+    err e;
+    create_arg a = {.type = v->type, .if_none_exist = rq->if_none_exist};
+    a.res = parse_body(rq, rs);
+    if (!a.res) return;
+    status rc = in_txn(ctx->store, create_fn, &a, &e);
+    if (rc != ST_OK) rest_error(rs, &e);
+    else respond_write(rq, rs, &a.wr, 200);
+    free(a.wr.body);
+    json_decref(a.res);
+}
+
+static void h_update(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
+    err e;
+    create_arg a = {.type = v->type, .id = v->id};
+    if (rq->if_match) {
+        a.if_match = parse_etag(rq->if_match);
+        if (a.if_match < 0) {
+            fail(rs, ST_INVALID, "invalid", "If-Match", "If-Match must be a version ETag such as W/\"3\"");
+            return;
+        }
+    }
+    a.res = parse_body(rq, rs);
+    if (!a.res) return;
+    status rc = in_txn(ctx->store, update_fn, &a, &e);
+    if (rc != ST_OK) rest_error(rs, &e);
+    else respond_write(rq, rs, &a.wr, 200);
+    free(a.wr.body);
+    json_decref(a.res);
+}
+
+typedef struct delete_arg {
+    const char *type, *id;
+    store_meta m;
+} delete_arg;
+
+static status delete_fn(store_txn *tx, void *p, err *e) {
+    delete_arg *a = p;
+    return store_delete(tx, a->type, a->id, &a->m, e);
+}
+
+static void h_delete(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
+    err e;
+    delete_arg a = {.type = v->type, .id = v->id};
+    status rc = in_txn(ctx->store, delete_fn, &a, &e);
+    if (rc != ST_OK) {
+        rest_error(rs, &e);
+        return;
+    }
+    rs->status = 204;
+    rs->content_type = FHIR_JSON;
+    if (a.m.version) set_version_headers(rs, &a.m);
+}
+
+/* ---- Bundles out ----------------------------------------------------- */
+
+static void bundle_open(buf *b, const char *type) {
+    char id[37], now[32];
+    store_new_id(id);
+    fhir_instant_format(fhir_now_usec(), now);
+    buf_printf(b, "{\"resourceType\":\"Bundle\",\"id\":\"%s\",\"meta\":{\"lastUpdated\":\"%s\"},\"type\":\"%s\"", id,
+               now, type);
+}
+
+static void link_json(buf *b, const char *rel, const char *base, const char *type, const char *canon, int count,
+                      int offset, int *first) {
+    buf_printf(b, "%s{\"relation\":\"%s\",\"url\":\"", *first ? "" : ",", rel);
+    *first = 0;
+    buf tmp = {0};
+    buf_printf(&tmp, "%s/%s?", base, type);
+    if (canon && *canon) buf_printf(&tmp, "%s&", canon);
+    buf_printf(&tmp, "_count=%d&_offset=%d", count, offset);
+    buf_json_escape(b, tmp.p, tmp.len);
+    buf_free(&tmp);
+    buf_puts(b, "\"}");
+}
+
+static void entry_full_url(buf *b, const char *base, const store_meta *m) {
+    buf_puts(b, "\"fullUrl\":\"");
+    buf_json_escape(b, base, strlen(base));
+    buf_putc(b, '/');
+    buf_json_escape(b, m->type, strlen(m->type));
+    buf_putc(b, '/');
+    buf_json_escape(b, m->id, strlen(m->id));
+    buf_putc(b, '"');
+}
+
+static void render_searchset(rest_response *rs, const rest_request *rq, const search_query *q, const char *type,
+                             store_items *it) {
+    buf *b = &rs->body;
+    rs->status = 200;
+    rs->content_type = FHIR_JSON;
+    buf_reset(b);
+    bundle_open(b, "searchset");
+    if (it->total >= 0) buf_printf(b, ",\"total\":%lld", (long long)it->total);
+    if (q) {
+        buf_puts(b, ",\"link\":[");
+        int first = 1;
+        link_json(b, "self", rq->base_url, type, q->canonical, q->count, q->offset, &first);
+        if (it->more) link_json(b, "next", rq->base_url, type, q->canonical, q->count, q->offset + q->count, &first);
+        if (q->offset > 0)
+            link_json(b, "previous", rq->base_url, type, q->canonical, q->count,
+                      q->offset > q->count ? q->offset - q->count : 0, &first);
+        buf_puts(b, "]");
+    }
+    buf_puts(b, ",\"entry\":[");
+    int n = 0;
+    for (size_t i = 0; i < it->n; i++) {
+        store_item *x = &it->v[i];
+        if (!x->body) continue;
+        buf_puts(b, n++ ? ",{" : "{");
+        entry_full_url(b, rq->base_url, &x->meta);
+        buf_puts(b, ",\"resource\":");
+        buf_append(b, x->body, x->body_len);
+        buf_printf(b, ",\"search\":{\"mode\":\"%s\"}}", x->include ? "include" : "match");
+    }
+    if (q && q->ignored) {
+        buf_puts(b, n++ ? ",{" : "{");
+        buf_puts(b, "\"resource\":");
+        char msg[512];
+        snprintf(msg, sizeof msg, "parameters ignored (Prefer: handling=lenient): %s", q->ignored);
+        outcome_json(b, "warning", "not-supported", msg, NULL);
+        buf_puts(b, ",\"search\":{\"mode\":\"outcome\"}}");
+    }
+    buf_puts(b, "]}");
+    if (n == 0) {
+        /* FHIR forbids empty arrays: drop the "entry":[] we opened */
+        b->len -= strlen(",\"entry\":[]}");
+        buf_puts(b, "}");
+    }
+}
+
+static void h_search_kv(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const char *type,
+                        search_param_kv *kv, int n) {
+    arena a = {0};
+    err e;
+    search_query q;
+    store_items it = {0};
+    int lenient = prefer_has(rq->prefer, "handling=lenient");
+    status rc = search_parse(&a, type, kv, n, lenient, &q, &e);
+    if (rc == ST_OK) rc = store_search(ctx->store, &q, &it, &e);
+    if (rc != ST_OK) rest_error(rs, &e);
+    else render_searchset(rs, rq, &q, type, &it);
+    store_items_free(&it);
+    arena_free(&a);
+}
+
+static void h_search(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
+    arena a = {0};
+    search_param_kv *kv = NULL;
+    int n = rq->query ? search_split_query(&a, rq->query, strlen(rq->query), &kv) : 0;
+    h_search_kv(ctx, rq, rs, v->type, kv, n);
+    arena_free(&a);
+}
+
+static void h_search_post(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
+    if (rq->content_type && !strstr(rq->content_type, "application/x-www-form-urlencoded")) {
+        fail(rs, ST_INVALID, "not-supported", NULL, "_search takes application/x-www-form-urlencoded parameters");
+        rs->status = 415;
+        return;
+    }
+    arena a = {0};
+    search_param_kv *kq = NULL, *kb = NULL;
+    int nq = rq->query ? search_split_query(&a, rq->query, strlen(rq->query), &kq) : 0;
+    int nb = rq->body ? search_split_query(&a, rq->body, rq->body_len, &kb) : 0;
+    search_param_kv *kv = arena_alloc(&a, (size_t)(nq + nb + 1) * sizeof *kv);
+    if (nq) memcpy(kv, kq, (size_t)nq * sizeof *kv);
+    if (nb) memcpy(kv + nq, kb, (size_t)nb * sizeof *kv);
+    h_search_kv(ctx, rq, rs, v->type, kv, nq + nb);
+    arena_free(&a);
+}
+
+static void h_history(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
+    arena a = {0};
+    search_param_kv *kv = NULL;
+    int n = rq->query ? search_split_query(&a, rq->query, strlen(rq->query), &kv) : 0;
+    int count = SEARCH_DEFAULT_COUNT, offset = 0;
+    int64_t since = 0;
+    for (int i = 0; i < n; i++) {
+        char *end;
+        if (strcmp(kv[i].name, "_count") == 0) {
+            long c = strtol(kv[i].value, &end, 10);
+            if (*end || c < 0) {
+                fail(rs, ST_INVALID, "value", "_count", "_count must be a non-negative integer");
+                goto out;
+            }
+            count = c > SEARCH_MAX_COUNT ? SEARCH_MAX_COUNT : (int)c;
+        } else if (strcmp(kv[i].name, "_offset") == 0) {
+            long c = strtol(kv[i].value, &end, 10);
+            if (*end || c < 0) {
+                fail(rs, ST_INVALID, "value", "_offset", "_offset must be a non-negative integer");
+                goto out;
+            }
+            offset = (int)c;
+        } else if (strcmp(kv[i].name, "_since") == 0) {
+            int64_t lo, hi;
+            if (fhir_date_range(kv[i].value, strlen(kv[i].value), &lo, &hi) != 0) {
+                fail(rs, ST_INVALID, "value", "_since", "_since must be an instant");
+                goto out;
+            }
+            since = lo * 1000000;
+        } else if (strcmp(kv[i].name, "_format") && strcmp(kv[i].name, "_pretty")) {
+            fail(rs, ST_INVALID, "not-supported", kv[i].name, "history does not support the parameter '%s'", kv[i].name);
+            goto out;
+        }
+    }
+    store_items it = {0};
+    err e;
+    status rc = store_history(ctx->store, v->type, v->id, since, count, offset, &it, &e);
+    if (rc != ST_OK) {
+        store_items_free(&it);
+        rest_error(rs, &e);
+        goto out;
+    }
+    buf *b = &rs->body;
+    rs->status = 200;
+    rs->content_type = FHIR_JSON;
+    buf_reset(b);
+    bundle_open(b, "history");
+    buf_puts(b, ",\"entry\":[");
+    for (size_t i = 0; i < it.n; i++) {
+        store_item *x = &it.v[i];
+        buf_puts(b, i ? ",{" : "{");
+        entry_full_url(b, rq->base_url, &x->meta);
+        if (x->body) {
+            buf_puts(b, ",\"resource\":");
+            buf_append(b, x->body, x->body_len);
+        }
+        const char *method = x->meta.deleted ? "DELETE" : x->meta.version == 1 ? "POST" : "PUT";
+        buf_printf(b, ",\"request\":{\"method\":\"%s\",\"url\":\"%s", method, x->meta.type);
+        if (x->meta.version > 1 || x->meta.deleted) {
+            buf_putc(b, '/');
+            buf_json_escape(b, x->meta.id, strlen(x->meta.id));
+        }
+        char lm[32];
+        fhir_instant_format(x->meta.updated_usec, lm);
+        buf_printf(b, "\"},\"response\":{\"status\":\"%s\",\"etag\":\"W/\\\"%lld\\\"\",\"lastModified\":\"%s\"}}",
+                   x->meta.deleted ? "204" : x->meta.version == 1 ? "201" : "200", (long long)x->meta.version, lm);
+    }
+    buf_puts(b, "]}");
+    if (it.n == 0) {
+        b->len -= strlen(",\"entry\":[]}");
+        buf_puts(b, "}");
+    }
+    store_items_free(&it);
+out:
+    arena_free(&a);
+}
+
+static void h_everything(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
+    store_items it = {0};
+    err e;
+    status rc = store_everything(ctx->store, v->id, &it, &e);
+    if (rc != ST_OK) rest_error(rs, &e);
+    else {
+        it.total = (int64_t)it.n;
+        render_searchset(rs, rq, NULL, "Patient", &it);
+    }
+    store_items_free(&it);
+}
+
+static void h_metadata(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
+    rs->status = 200;
+    rs->content_type = FHIR_JSON;
+    buf_puts(&rs->body, rest_capability(ctx, rq->base_url));
+}
+
+/* ---- Bundles in: batch and transaction -------------------------------- */
+
+typedef struct entry_job {
+    int index;
+    const char *method;
+    char type[64];
+    char id[72];
+    const char *query;    /* after '?' in request.url, or NULL */
+    json_t *resource;     /* borrowed from the bundle */
+    const char *if_match, *if_none_exist;
+    /* results */
+    int status;
+    write_result wr;
+    buf out; /* GET result body */
+    err e;
+} entry_job;
+
+static void rewrite_refs(json_t *j, json_t *map) {
+    if (json_is_object(j)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(j, k, v) {
+            if (strcmp(k, "reference") == 0 && json_is_string(v)) {
+                json_t *to = json_object_get(map, json_string_value(v));
+                if (to) json_string_set(v, json_string_value(to));
+            } else {
+                rewrite_refs(v, map);
+            }
+        }
+    } else if (json_is_array(j)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(j, i, v) rewrite_refs(v, map);
+    }
+}
+
+/* Split request.url ("Patient/1", "Patient?x=y", "[base]/Patient/1") */
+static status parse_entry_url(const rest_request *rq, const char *url, entry_job *job, err *e, const char *where) {
+    size_t bl = strlen(rq->base_url);
+    if (strncmp(url, rq->base_url, bl) == 0 && url[bl] == '/') url += bl + 1;
+    while (*url == '/') url++;
+    const char *q = strchr(url, '?');
+    size_t pathlen = q ? (size_t)(q - url) : strlen(url);
+    job->query = q ? q + 1 : NULL;
+    const char *slash = memchr(url, '/', pathlen);
+    size_t tl = slash ? (size_t)(slash - url) : pathlen;
+    if (tl == 0 || tl >= sizeof job->type) return err_set(e, ST_INVALID, "invalid", where, "bad request.url '%s'", url);
+    memcpy(job->type, url, tl);
+    job->type[tl] = 0;
+    if (!fhir_resource_type(job->type))
+        return err_set(e, ST_INVALID, "not-supported", where, "unknown resource type '%s'", job->type);
+    job->id[0] = 0;
+    if (slash) {
+        size_t il = pathlen - tl - 1;
+        if (il == 0 || il >= sizeof job->id || memchr(slash + 1, '/', il))
+            return err_set(e, ST_INVALID, "invalid", where, "request.url '%s' is not Type/id", url);
+        memcpy(job->id, slash + 1, il);
+        job->id[il] = 0;
+        if (!fhir_id_valid(job->id)) return err_set(e, ST_INVALID, "value", where, "'%s' is not a valid id", job->id);
+    }
+    return ST_OK;
+}
+
+static status run_entry(rest_ctx *ctx, const rest_request *rq, store_txn *tx, entry_job *job, err *e) {
+    char where[48];
+    snprintf(where, sizeof where, "Bundle.entry[%d]", job->index);
+    status rc = ST_OK;
+    if (strcmp(job->method, "POST") == 0) {
+        if (!job->resource) return err_set(e, ST_INVALID, "required", where, "POST entry without a resource");
+        rc = do_create(tx, job->resource, job->type, job->if_none_exist, job->id[0] ? job->id : NULL, &job->wr, e);
+        job->status = job->wr.created ? 201 : 200;
+    } else if (strcmp(job->method, "PUT") == 0) {
+        if (!job->resource) return err_set(e, ST_INVALID, "required", where, "PUT entry without a resource");
+        if (!job->id[0]) return err_set(e, ST_INVALID, "not-supported", where, "conditional update is not supported");
+        int64_t im = job->if_match ? parse_etag(job->if_match) : 0;
+        if (im < 0) return err_set(e, ST_INVALID, "invalid", where, "bad ifMatch");
+        rc = do_update(tx, job->resource, job->type, job->id, im, &job->wr, e);
+        job->status = job->wr.created ? 201 : 200;
+    } else if (strcmp(job->method, "DELETE") == 0) {
+        if (!job->id[0]) return err_set(e, ST_INVALID, "not-supported", where, "conditional delete is not supported");
+        rc = store_delete(tx, job->type, job->id, &job->wr.meta, e);
+        job->status = 204;
+    } else if (strcmp(job->method, "GET") == 0) {
+        if (job->id[0]) {
+            rc = store_txn_read(tx, job->type, job->id, &job->out, &job->wr.meta, e);
+        } else {
+            arena a = {0};
+            search_param_kv *kv = NULL;
+            int n = job->query ? search_split_query(&a, job->query, strlen(job->query), &kv) : 0;
+            search_query q;
+            store_items it = {0};
+            rc = search_parse(&a, job->type, kv, n, 0, &q, e);
+            if (rc == ST_OK) rc = store_txn_search(tx, &q, &it, e);
+            if (rc == ST_OK) {
+                rest_response tmp = {0};
+                render_searchset(&tmp, rq, &q, job->type, &it);
+                job->out = tmp.body;
+            }
+            store_items_free(&it);
+            arena_free(&a);
+        }
+        job->status = 200;
+    } else {
+        return err_set(e, ST_INVALID, "not-supported", where, "method %s is not supported in a Bundle", job->method);
+    }
+    (void)ctx;
+    if (rc != ST_OK && e->where[0] == 0) snprintf(e->where, sizeof e->where, "%s", where);
+    return rc;
+}
+
+static const char *reason(int status) {
+    switch (status) {
+    case 200: return "200 OK";
+    case 201: return "201 Created";
+    case 204: return "204 No Content";
+    default: return NULL;
+    }
+}
+
+static void entry_response(buf *b, const rest_request *rq, entry_job *job, int with_resource) {
+    buf_puts(b, "{");
+    if (job->status >= 400) {
+        buf_printf(b, "\"response\":{\"status\":\"%d\",\"outcome\":", job->status);
+        outcome_json(b, "error", job->e.issue, job->e.msg, job->e.where);
+        buf_puts(b, "}}");
+        return;
+    }
+    const store_meta *m = &job->wr.meta;
+    if (job->out.len) {
+        buf_puts(b, "\"resource\":");
+        buf_append(b, job->out.p, job->out.len);
+        buf_putc(b, ',');
+    } else if (with_resource && job->wr.body) {
+        entry_full_url(b, rq->base_url, m);
+        buf_puts(b, ",\"resource\":");
+        buf_puts(b, job->wr.body);
+        buf_putc(b, ',');
+    }
+    buf_printf(b, "\"response\":{\"status\":\"%s\"", reason(job->status) ? reason(job->status) : "200 OK");
+    if (m->version > 0 && strcmp(job->method, "GET") != 0) {
+        char lm[32];
+        fhir_instant_format(m->updated_usec, lm);
+        if (strcmp(job->method, "DELETE") != 0) {
+            buf_puts(b, ",\"location\":\"");
+            buf_json_escape(b, m->type, strlen(m->type));
+            buf_putc(b, '/');
+            buf_json_escape(b, m->id, strlen(m->id));
+            buf_printf(b, "/_history/%lld\"", (long long)m->version);
+        }
+        buf_printf(b, ",\"etag\":\"W/\\\"%lld\\\"\",\"lastModified\":\"%s\"", (long long)m->version, lm);
+    }
+    buf_puts(b, "}}");
+}
+
+static int method_order(const char *m) {
+    if (strcmp(m, "DELETE") == 0) return 0;
+    if (strcmp(m, "POST") == 0) return 1;
+    if (strcmp(m, "PUT") == 0 || strcmp(m, "PATCH") == 0) return 2;
+    return 3;
+}
+
+static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
+    err e;
+    json_t *bundle = parse_body(rq, rs);
+    if (!bundle) return;
+    entry_job *jobs = NULL;
+    json_t *map = json_object();
+    size_t n = 0;
+    status rc = check_type(bundle, "Bundle", &e);
+    if (rc == ST_OK) rc = fhir_validate(bundle, "Bundle", &e);
+    const char *btype = json_string_value(json_object_get(bundle, "type"));
+    int transaction = btype && strcmp(btype, "transaction") == 0;
+    if (rc == ST_OK && !transaction && !(btype && strcmp(btype, "batch") == 0))
+        rc = err_set(&e, ST_INVALID, "invalid", "Bundle.type", "only batch and transaction Bundles can be submitted");
+    json_t *entries = json_object_get(bundle, "entry");
+    n = json_array_size(entries);
+    jobs = calloc(n + 1, sizeof *jobs);
+    for (size_t i = 0; rc == ST_OK && i < n; i++) {
+        json_t *en = json_array_get(entries, i);
+        entry_job *job = &jobs[i];
+        job->index = (int)i;
+        char where[64];
+        snprintf(where, sizeof where, "Bundle.entry[%zu].request", i);
+        json_t *req = json_object_get(en, "request");
+        job->method = json_string_value(json_object_get(req, "method"));
+        const char *url = json_string_value(json_object_get(req, "url"));
+        if (!job->method || !url) {
+            rc = err_set(&e, ST_INVALID, "required", where, "each entry needs request.method and request.url");
+            break;
+        }
+        job->if_match = json_string_value(json_object_get(req, "ifMatch"));
+        job->if_none_exist = json_string_value(json_object_get(req, "ifNoneExist"));
+        job->resource = json_object_get(en, "resource");
+        rc = parse_entry_url(rq, url, job, &e, where);
+        if (rc != ST_OK) break;
+        const char *full = json_string_value(json_object_get(en, "fullUrl"));
+        if (transaction && full && strncmp(full, "urn:uuid:", 9) == 0) {
+            if (strcmp(job->method, "POST") == 0) {
+                char id[37];
+                store_new_id(id);
+                snprintf(job->id, sizeof job->id, "%s", id);
+            }
+            if (job->id[0]) {
+                char ref[160];
+                snprintf(ref, sizeof ref, "%s/%s", job->type, job->id);
+                json_object_set_new(map, full, json_string(ref));
+            }
+        }
+    }
+    if (rc != ST_OK) {
+        rest_error(rs, &e);
+        goto out;
+    }
+    if (json_object_size(map)) rewrite_refs(entries, map);
+
+    if (transaction) {
+        store_txn *tx = NULL;
+        rc = store_begin(ctx->store, &tx, &e);
+        for (int pass = 0; rc == ST_OK && pass < 4; pass++) {
+            for (size_t i = 0; rc == ST_OK && i < n; i++) {
+                if (method_order(jobs[i].method) != pass) continue;
+                rc = run_entry(ctx, rq, tx, &jobs[i], &e);
+            }
+        }
+        if (rc != ST_OK) {
+            if (tx) store_rollback(tx);
+            rest_error(rs, &e);
+            goto out;
+        }
+        rc = store_commit(tx, &e);
+        if (rc != ST_OK) {
+            rest_error(rs, &e);
+            goto out;
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            store_txn *tx = NULL;
+            entry_job *job = &jobs[i];
+            rc = store_begin(ctx->store, &tx, &job->e);
+            if (rc == ST_OK) rc = run_entry(ctx, rq, tx, job, &job->e);
+            if (rc == ST_OK) rc = store_commit(tx, &job->e);
+            else if (tx) store_rollback(tx);
+            if (rc != ST_OK) job->status = status_http(rc);
+        }
+    }
+    int with_resource = prefer_has(rq->prefer, "return=representation");
+    buf *b = &rs->body;
+    buf_reset(b);
+    rs->status = 200;
+    rs->content_type = FHIR_JSON;
+    bundle_open(b, transaction ? "transaction-response" : "batch-response");
+    if (n) {
+        buf_puts(b, ",\"entry\":[");
+        for (size_t i = 0; i < n; i++) {
+            if (i) buf_putc(b, ',');
+            entry_response(b, rq, &jobs[i], with_resource);
+        }
+        buf_puts(b, "]");
+    }
+    buf_puts(b, "}");
+out:
+    for (size_t i = 0; i < n && jobs; i++) {
+        free(jobs[i].wr.body);
+        buf_free(&jobs[i].out);
+    }
+    free(jobs);
+    json_decref(map);
+    json_decref(bundle);
+    (void)v;
+}
+
+/* ---- routing --------------------------------------------------------- */
+
+typedef void (*handler_fn)(rest_ctx *, const rest_request *, rest_response *, const route_vars *);
+
+/* Segment patterns: "{type}" a resource type, "{id}" a logical id,
+ * "{vid}" a version id, anything else literal. */
+static const struct route {
+    const char *method;
+    const char *seg[4];
+    handler_fn fn;
+} routes[] = {
+    {"POST", {NULL}, h_bundle},
+    {"GET", {"metadata"}, h_metadata},
+    {"GET", {"_history"}, h_history},
+    {"GET", {"{type}"}, h_search},
+    {"POST", {"{type}"}, h_create},
+    {"POST", {"{type}", "_search"}, h_search_post},
+    {"GET", {"{type}", "_history"}, h_history},
+    {"GET", {"Patient", "{id}", "$everything"}, h_everything},
+    {"POST", {"Patient", "{id}", "$everything"}, h_everything},
+    {"GET", {"{type}", "{id}"}, h_read},
+    {"PUT", {"{type}", "{id}"}, h_update},
+    {"DELETE", {"{type}", "{id}"}, h_delete},
+    {"GET", {"{type}", "{id}", "_history"}, h_history},
+    {"GET", {"{type}", "{id}", "_history", "{vid}"}, h_read},
+};
+
+void rest_handle(rest_ctx *ctx, const rest_request *rq, rest_response *rs) {
+    char path[1024];
+    char *seg[5];
+    int nseg = 0;
+    snprintf(path, sizeof path, "%s", rq->path ? rq->path : "");
+    for (char *p = path; *p && nseg < 5;) {
+        while (*p == '/') *p++ = 0;
+        if (!*p) break;
+        seg[nseg++] = p;
+        while (*p && *p != '/') p++;
+    }
+    int path_matched = 0;
+    for (size_t r = 0; r < sizeof routes / sizeof routes[0]; r++) {
+        const struct route *rt = &routes[r];
+        int n = 0;
+        while (n < 4 && rt->seg[n]) n++;
+        if (n != nseg) continue;
+        route_vars v = {0};
+        int ok = 1;
+        for (int i = 0; i < n && ok; i++) {
+            const char *pat = rt->seg[i];
+            if (strcmp(pat, "{type}") == 0) {
+                ok = fhir_resource_type(seg[i]) != NULL;
+                v.type = seg[i];
+            } else if (strcmp(pat, "{id}") == 0) {
+                ok = seg[i][0] != '_' && seg[i][0] != '$';
+                v.id = seg[i];
+            } else if (strcmp(pat, "{vid}") == 0) {
+                v.vid = seg[i];
+            } else {
+                ok = strcmp(pat, seg[i]) == 0;
+                if (ok && strcmp(pat, "Patient") == 0) v.type = "Patient";
+            }
+        }
+        if (!ok) continue;
+        path_matched = 1;
+        if (strcmp(rt->method, rq->method) != 0) continue;
+        if (v.id && !fhir_id_valid(v.id)) {
+            fail(rs, ST_INVALID, "value", NULL, "'%s' is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)", v.id);
+            return;
+        }
+        rt->fn(ctx, rq, rs, &v);
+        if (!rs->content_type) rs->content_type = FHIR_JSON;
+        return;
+    }
+    if (path_matched) {
+        fail(rs, ST_UNSUPPORTED, "not-supported", NULL, "%s is not supported on %s", rq->method,
+             rq->path && *rq->path ? rq->path : "/");
+        rs->status = 405;
+        return;
+    }
+    if (nseg >= 1 && !fhir_resource_type(seg[0]) && seg[0][0] != '_' && seg[0][0] != '$' &&
+        strcmp(seg[0], "metadata") != 0) {
+        fail(rs, ST_NOT_FOUND, "not-supported", NULL, "'%s' is not a FHIR R4 resource type", seg[0]);
+        return;
+    }
+    fail(rs, ST_NOT_FOUND, "not-found", NULL, "no FHIR interaction at %s %s", rq->method,
+         rq->path && *rq->path ? rq->path : "/");
+}
+
+/* ---- CapabilityStatement -------------------------------------------- */
+
+static json_t *capability_build(rest_ctx *ctx, const char *base_url) {
+    json_t *cs = json_object();
+    char now[32];
+    fhir_instant_format(fhir_now_usec(), now);
+    json_object_set_new(cs, "resourceType", json_string("CapabilityStatement"));
+    json_object_set_new(cs, "status", json_string("active"));
+    json_object_set_new(cs, "date", json_string(now));
+    json_object_set_new(cs, "kind", json_string("instance"));
+    json_t *sw = json_object();
+    json_object_set_new(sw, "name", json_string("concord"));
+    json_object_set_new(sw, "version", json_string(ctx->version ? ctx->version : "dev"));
+    json_object_set_new(cs, "software", sw);
+    json_t *impl = json_object();
+    json_object_set_new(impl, "description",
+                        json_string("concord integrated care server: FHIR R4 record store"));
+    json_object_set_new(impl, "url", json_string(base_url));
+    json_object_set_new(cs, "implementation", impl);
+    json_object_set_new(cs, "fhirVersion", json_string("4.0.1"));
+    json_object_set_new(cs, "format", json_pack("[ss]", "application/fhir+json", "json"));
+    json_t *rest = json_object();
+    json_object_set_new(rest, "mode", json_string("server"));
+    json_t *resources = json_array();
+    static const char *const interactions[] = {"read",         "vread",          "update", "delete",
+                                               "history-instance", "history-type", "create", "search-type"};
+    for (size_t i = 0; i < fhir_n_types; i++) {
+        const fhir_type *t = &fhir_types[i];
+        if (t->kind != FHIR_KIND_RESOURCE || t->abstract_) continue;
+        json_t *r = json_object();
+        json_object_set_new(r, "type", json_string(t->name));
+        json_t *ia = json_array();
+        for (size_t k = 0; k < sizeof interactions / sizeof interactions[0]; k++) {
+            json_t *o = json_object();
+            json_object_set_new(o, "code", json_string(interactions[k]));
+            json_array_append_new(ia, o);
+        }
+        json_object_set_new(r, "interaction", ia);
+        json_object_set_new(r, "versioning", json_string("versioned-update"));
+        json_object_set_new(r, "readHistory", json_true());
+        json_object_set_new(r, "updateCreate", json_true());
+        json_object_set_new(r, "conditionalCreate", json_true());
+        json_object_set_new(r, "conditionalUpdate", json_false());
+        json_object_set_new(r, "conditionalDelete", json_string("not-supported"));
+        json_t *sps = json_array();
+        json_t *incs = json_array();
+        json_array_append_new(sps, json_pack("{ssss}", "name", "_id", "type", "token"));
+        json_array_append_new(sps, json_pack("{ssss}", "name", "_lastUpdated", "type", "date"));
+        const char *bases[] = {t->name, "DomainResource", "Resource"};
+        for (int b = 0; b < 3; b++) {
+            size_t cnt;
+            const fhir_search_param *sp = fhir_search_params_of(bases[b], &cnt);
+            for (size_t k = 0; sp && k < cnt; k++) {
+                if (!sp[k].path || sp[k].type == SP_COMPOSITE || sp[k].type == SP_SPECIAL) continue;
+                if (b > 0 && strcmp(t->name, "Resource") == 0) continue;
+                json_array_append_new(sps, json_pack("{ssss}", "name", sp[k].code, "type", sp_type_name(sp[k].type)));
+                if (sp[k].type == SP_REFERENCE && b == 0) {
+                    char inc[160];
+                    snprintf(inc, sizeof inc, "%s:%s", t->name, sp[k].code);
+                    json_array_append_new(incs, json_string(inc));
+                }
+            }
+        }
+        json_object_set_new(r, "searchParam", sps);
+        if (json_array_size(incs)) json_object_set_new(r, "searchInclude", incs);
+        else json_decref(incs);
+        if (strcmp(t->name, "Patient") == 0) {
+            json_object_set_new(r, "operation",
+                                json_pack("[{ssss}]", "name", "everything", "definition",
+                                          "http://hl7.org/fhir/OperationDefinition/Patient-everything"));
+        }
+        json_array_append_new(resources, r);
+    }
+    json_object_set_new(rest, "resource", resources);
+    json_object_set_new(rest, "interaction",
+                        json_pack("[{ss}{ss}{ss}]", "code", "transaction", "code", "batch", "code", "history-system"));
+    json_object_set_new(cs, "rest", json_pack("[o]", rest));
+    return cs;
+}
+
+const char *rest_capability(rest_ctx *ctx, const char *base_url) {
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static char *cached;
+    static char cached_base[256];
+    pthread_mutex_lock(&lock);
+    if (!cached || strcmp(cached_base, base_url) != 0) {
+        free(cached);
+        json_t *cs = capability_build(ctx, base_url);
+        cached = json_dumps(cs, JSON_COMPACT);
+        json_decref(cs);
+        snprintf(cached_base, sizeof cached_base, "%s", base_url);
+    }
+    const char *r = cached;
+    pthread_mutex_unlock(&lock);
+    return r;
+}

@@ -1,0 +1,58 @@
+/*
+ * rest.h — the FHIR R4 RESTful API, independent of the HTTP library: a
+ * request (method, path below the base, query, headers that matter, body)
+ * goes in; a response (status, headers, body) comes out. src/http adapts it
+ * to libmicrohttpd; tests and other modules (ingest, bundles) can call it
+ * directly.
+ *
+ * Every failure produces an OperationOutcome body with the issue type,
+ * a diagnostic message, and the location (expression) of the fault.
+ */
+#ifndef CONCORD_FHIR_REST_H
+#define CONCORD_FHIR_REST_H
+
+#include <stddef.h>
+
+#include "../base/arena.h"
+#include "../base/buf.h"
+#include "../store/store.h"
+
+typedef struct rest_request {
+    const char *method;       /* "GET", "POST", ... */
+    const char *path;         /* below the base, e.g. "/Patient/123" or "" */
+    const char *query;        /* raw query string without '?', may be NULL */
+    const char *body;
+    size_t body_len;
+    const char *content_type; /* may be NULL */
+    const char *if_match;
+    const char *if_none_exist;
+    const char *prefer;
+    const char *base_url;     /* absolute base, e.g. "http://127.0.0.1:8080/fhir" */
+} rest_request;
+
+typedef struct rest_response {
+    int status;
+    buf body;
+    const char *content_type; /* static string */
+    char etag[32];            /* W/"3" or empty */
+    char location[512];       /* or empty */
+    char last_modified[40];   /* RFC 7231 date or empty */
+} rest_response;
+
+typedef struct rest_ctx {
+    store *store;
+    const char *version;       /* concord version for CapabilityStatement */
+    size_t max_body;           /* for the CapabilityStatement's description */
+} rest_ctx;
+
+/* Handle one request. `rs` must be zero-initialised; the caller frees
+ * rs->body with buf_free. */
+void rest_handle(rest_ctx *ctx, const rest_request *rq, rest_response *rs);
+
+/* Fill `rs` with an OperationOutcome for `e`, status from the error code. */
+void rest_error(rest_response *rs, const err *e);
+
+/* The CapabilityStatement as JSON text (built once, cached). */
+const char *rest_capability(rest_ctx *ctx, const char *base_url);
+
+#endif

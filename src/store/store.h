@@ -1,0 +1,132 @@
+/*
+ * store.h — concord's record store: versioned FHIR resources with typed
+ * search indexes, behind one interface with two backends (SQLite, the
+ * embedded default; PostgreSQL over libpq). See docs/storage.md for the
+ * schema, the patient key, and how it distributes with Citus.
+ *
+ * Durability: every write function runs inside a store_txn; nothing is
+ * visible or acknowledged until store_commit returns ST_OK, and store_commit
+ * returns only after the backend has made the transaction durable (SQLite WAL
+ * with synchronous=FULL; PostgreSQL synchronous_commit).
+ *
+ * Threads: a `store` is shared by all threads. Each thread uses its own
+ * backend connection, opened lazily and kept for the thread's life (the
+ * HTTP server's worker threads are long-lived). A store_txn belongs to the
+ * thread that began it.
+ *
+ * Ownership: JSON bodies returned in `buf`s are copies owned by the caller.
+ * Strings in store_meta point into memory owned by the struct's arena or are
+ * copied into fixed fields, as noted.
+ */
+#ifndef CONCORD_STORE_H
+#define CONCORD_STORE_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "../base/arena.h"
+#include "../base/buf.h"
+#include "../base/status.h"
+#include "../fhir/search.h"
+
+typedef struct store store;
+typedef struct store_txn store_txn;
+
+/* What identifies one version of one resource. */
+typedef struct store_meta {
+    char type[64];
+    char id[72];
+    int64_t version;
+    int64_t updated_usec; /* lastUpdated, microseconds since epoch */
+    int deleted;
+} store_meta;
+
+/* Default database location when no --db is given. */
+#define STORE_DEFAULT_DB "var/concord.db"
+
+/* Open a store. `url` is a file path (SQLite) or a postgresql:// URL. Runs
+ * pending migrations unless `migrate` is 0 (then fails with ST_IO if the
+ * schema is behind). */
+status store_open(const char *url, int migrate, store **out, err *e);
+void store_close(store *s);
+const char *store_backend(const store *s); /* "sqlite" or "postgresql" */
+/* Apply forward migrations; *applied = how many ran. */
+status store_migrate(store *s, int *applied, int *version, err *e);
+int store_schema_version(void); /* the version this build expects */
+
+/* ---- writes ---------------------------------------------------------- */
+status store_begin(store *s, store_txn **tx, err *e);
+status store_commit(store_txn *tx, err *e); /* frees tx */
+void store_rollback(store_txn *tx);         /* frees tx */
+
+/* Write a new version of `res` (validated JSON; its resourceType is the
+ * type). The store sets id (if `id` is NULL a new one is generated),
+ * meta.versionId and meta.lastUpdated in `res` itself, stores it, and fills
+ * the search indexes in the same transaction.
+ *   if_match   > 0: fail with ST_PRECONDITION unless the current version is it
+ *   create_only: fail with ST_CONFLICT if the resource exists (and is not
+ *                deleted)
+ * `*created` is set to 1 when this made version 1 (or revived a deleted
+ * resource), 0 for an update. */
+status store_put(store_txn *tx, json_t *res, const char *id, int64_t if_match, int create_only,
+                 store_meta *out, int *created, err *e);
+/* Delete (a new, deleted version). Deleting a missing or already deleted
+ * resource succeeds with out->version = 0 (nothing written). */
+status store_delete(store_txn *tx, const char *type, const char *id, store_meta *out, err *e);
+
+/* A new logical id (a random UUID, 36 chars + NUL). */
+void store_new_id(char out[37]);
+
+/* ---- reads ----------------------------------------------------------- */
+/* Read the current version (version == 0) or a given version. Deleted:
+ * ST_GONE with meta filled. Missing: ST_NOT_FOUND. Body appended to `body`. */
+status store_read(store *s, const char *type, const char *id, int64_t version, buf *body, store_meta *meta,
+                  err *e);
+/* Same, inside a write transaction (sees its own uncommitted writes). */
+status store_txn_read(store_txn *tx, const char *type, const char *id, buf *body, store_meta *meta, err *e);
+
+/* One item of a result: a version of a resource. `body` is NULL for a
+ * deleted version. */
+typedef struct store_item {
+    store_meta meta;
+    char *body;
+    size_t body_len;
+    int include; /* 1 for _include/_revinclude results */
+} store_item;
+
+typedef struct store_items {
+    store_item *v;
+    size_t n, cap;
+    int64_t total; /* -1 when not computed */
+    int more;      /* search: there are results after this page */
+} store_items;
+void store_items_free(store_items *it);
+
+/* History: of one resource (type and id set), of a type (id NULL), or of
+ * the whole server (type NULL). Newest first; `since_usec` (0 = all);
+ * paging by count/offset. */
+status store_history(store *s, const char *type, const char *id, int64_t since_usec, int count, int offset,
+                     store_items *out, err *e);
+
+/* Search (see search.h for the parsed query). Fills out->total when the
+ * query asks for it (_summary=count, _total=accurate) or when the page is
+ * the last one. */
+status store_search(store *s, const search_query *q, store_items *out, err *e);
+/* Same, inside a write transaction (conditional create/update). */
+status store_txn_search(store_txn *tx, const search_query *q, store_items *out, err *e);
+
+/* Patient/$everything: the patient, every resource in their compartment,
+ * and the non-patient resources those refer to. */
+status store_everything(store *s, const char *patient_id, store_items *out, err *e);
+
+/* Counts of current (not deleted) resources per type, for the landing page. */
+typedef struct store_count {
+    char type[64];
+    int64_t count;
+} store_count;
+status store_counts(store *s, store_count **out, size_t *n, err *e);
+
+/* Size of the database in bytes (file size or pg_database_size). */
+status store_size(store *s, int64_t *bytes, err *e);
+
+#endif

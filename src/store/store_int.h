@@ -1,0 +1,96 @@
+/*
+ * store_int.h — what store.c and the backends share: the small SQL driver
+ * interface each backend implements (store_sqlite.c, store_pg.c), the
+ * store handle, and the per-thread connection.
+ *
+ * SQL is written once, with '?' placeholders; the PostgreSQL driver numbers
+ * them ($1, $2, ...). Dialect differences are confined to the schema text
+ * (schema.c) and to a few flags on the driver (for_update).
+ *
+ * Statement caching: prepare(..., cache=1) keeps the prepared statement on
+ * the connection keyed by the SQL text's address, so callers must pass
+ * string literals (static storage) when caching; dynamic SQL (search) is
+ * prepared with cache=0 and finalized by db_done.
+ */
+#ifndef CONCORD_STORE_INT_H
+#define CONCORD_STORE_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "store.h"
+
+typedef struct db db;
+typedef struct db_stmt db_stmt;
+
+typedef struct db_driver {
+    const char *name;
+    const char *for_update; /* suffix that locks selected rows in a write txn */
+    int serial_writes;      /* 1: the driver serialises write txns itself (SQLite) */
+    status (*connect)(store *s, db **out, err *e);
+    void (*disconnect)(db *d);
+    status (*exec)(db *d, const char *sql, err *e);
+    status (*prepare)(db *d, const char *sql, int cache, db_stmt **out, err *e);
+    void (*bind_int)(db_stmt *st, int idx, int64_t v);
+    void (*bind_text)(db_stmt *st, int idx, const char *s, int n);
+    void (*bind_double)(db_stmt *st, int idx, double v);
+    void (*bind_null)(db_stmt *st, int idx);
+    /* 1 = a row is ready, 0 = done, -1 = error (e filled) */
+    int (*step)(db_stmt *st, err *e);
+    int64_t (*col_int)(db_stmt *st, int col);
+    double (*col_double)(db_stmt *st, int col);
+    const char *(*col_text)(db_stmt *st, int col, size_t *len); /* NULL for SQL NULL */
+    void (*done)(db_stmt *st);
+    status (*begin)(db *d, err *e);
+    status (*commit)(db *d, err *e);
+    void (*rollback)(db *d);
+    status (*size)(db *d, int64_t *bytes, err *e);
+} db_driver;
+
+extern const db_driver db_sqlite_driver;
+extern const db_driver db_pg_driver;
+
+typedef struct db_conn_link db_conn_link;
+
+struct store {
+    const db_driver *drv;
+    char *url;
+    pthread_key_t conn_key;
+    pthread_mutex_t lock;       /* guards conns list */
+    pthread_mutex_t write_lock; /* serialises write txns when drv->serial_writes */
+    db_conn_link *conns;
+    int *param_ids; /* database id of each fhir_search_params[i], 0 if none */
+};
+
+/* A connection as seen by store.c: the driver's handle plus its owner. */
+struct db_conn_link {
+    db *d;
+    store *s;
+    db_conn_link *next;
+};
+
+struct store_txn {
+    store *s;
+    db *d;
+    int64_t now_usec;
+    arena a; /* per-transaction scratch: index rows etc. */
+};
+
+/* This thread's connection to `s`, opened on first use. */
+db *store_db(store *s, err *e);
+
+/* Schema (schema.c): run migrations on `d`. */
+status schema_migrate(store *s, db *d, int *applied, int *version, err *e);
+int schema_current_version(store *s, db *d);
+
+/* Search SQL (store_search.c). */
+status store_search_on(store *s, db *d, const search_query *q, store_items *out, err *e);
+
+/* Helpers for reading rows into items (store.c). */
+void store_items_push(store_items *it, const store_meta *m, const char *body, size_t len, int include);
+int64_t store_param_id(store *s, const fhir_search_param *sp);
+/* Patient key of `patient_id` (0 if none known); with create=1 inside a
+ * write txn, assigns one. */
+status store_patient_key(store *s, db *d, const char *patient_id, int create, int64_t *pkey, err *e);
+
+#endif

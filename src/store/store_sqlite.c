@@ -1,0 +1,247 @@
+/*
+ * store_sqlite.c — the embedded SQLite backend of the store's SQL driver
+ * interface (store_int.h).
+ *
+ * Durability: WAL journal with synchronous=FULL, so a COMMIT returns only
+ * after the WAL is fsynced: a transaction acknowledged to a client survives
+ * kill -9 and power loss. Readers never block the writer and vice versa.
+ * Writes are serialised by store.c holding store->write_lock around each
+ * write transaction (serial_writes = 1), so BEGIN IMMEDIATE never waits on
+ * another of our own threads; busy_timeout covers other processes (a CLI
+ * command against a database a server has open).
+ *
+ * Statement cache: a small open-addressed table keyed by the SQL text's
+ * address (callers pass literals when caching).
+ */
+#include <errno.h>
+#include <libgen.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../base/log.h"
+#include "store_int.h"
+
+#define SQLITE_CACHE_SLOTS 128
+
+struct db_stmt {
+    sqlite3_stmt *st;
+    int cached;
+    db *owner;
+};
+
+struct db {
+    sqlite3 *h;
+    char *path;
+    struct {
+        const char *sql;
+        db_stmt *stmt;
+    } cache[SQLITE_CACHE_SLOTS];
+};
+
+static status sq_err(db *d, err *e, const char *what) {
+    int code = sqlite3_extended_errcode(d->h);
+    status st = ST_IO;
+    const char *issue = "exception";
+    if (code == SQLITE_CONSTRAINT_UNIQUE || code == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        st = ST_CONFLICT;
+        issue = "conflict";
+    }
+    return err_set(e, st, issue, NULL, "sqlite %s: %s", what, sqlite3_errmsg(d->h));
+}
+
+static int mkdir_parents(const char *path) {
+    char *dup = strdup(path);
+    if (!dup) return -1;
+    char *dir = dirname(dup);
+    int rc = 0;
+    if (strcmp(dir, ".") != 0 && strcmp(dir, "/") != 0) {
+        struct stat sb;
+        if (stat(dir, &sb) != 0) {
+            rc = mkdir_parents(dir);
+            if (rc == 0 && mkdir(dir, 0750) != 0 && errno != EEXIST) rc = -1;
+        }
+    }
+    free(dup);
+    return rc;
+}
+
+static status sq_connect(store *s, db **out, err *e) {
+    status rc = ST_OK;
+    db *d = calloc(1, sizeof *d);
+    if (!d) return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
+    const char *path = s->url;
+    if (strncmp(path, "sqlite:", 7) == 0) path += 7;
+    d->path = strdup(path);
+    if (mkdir_parents(path) != 0) {
+        rc = err_set(e, ST_IO, "exception", NULL, "cannot create the directory for %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (sqlite3_open_v2(path, &d->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        rc = err_set(e, ST_IO, "exception", NULL, "cannot open database %s: %s", path,
+                     d->h ? sqlite3_errmsg(d->h) : "out of memory");
+        goto out;
+    }
+    sqlite3_busy_timeout(d->h, 30000);
+    static const char pragmas[] = "PRAGMA journal_mode=WAL;"
+                                  "PRAGMA synchronous=FULL;"
+                                  "PRAGMA foreign_keys=OFF;"
+                                  "PRAGMA temp_store=MEMORY;"
+                                  "PRAGMA cache_size=-65536;"
+                                  "PRAGMA mmap_size=268435456;";
+    char *msg = NULL;
+    if (sqlite3_exec(d->h, pragmas, NULL, NULL, &msg) != SQLITE_OK) {
+        rc = err_set(e, ST_IO, "exception", NULL, "cannot configure database %s: %s", path, msg ? msg : "?");
+        sqlite3_free(msg);
+        goto out;
+    }
+out:
+    if (rc != ST_OK) {
+        if (d->h) sqlite3_close(d->h);
+        free(d->path);
+        free(d);
+        d = NULL;
+    }
+    *out = d;
+    return rc;
+}
+
+static void sq_disconnect(db *d) {
+    if (!d) return;
+    for (int i = 0; i < SQLITE_CACHE_SLOTS; i++) {
+        if (d->cache[i].stmt) {
+            sqlite3_finalize(d->cache[i].stmt->st);
+            free(d->cache[i].stmt);
+        }
+    }
+    sqlite3_close(d->h);
+    free(d->path);
+    free(d);
+}
+
+static status sq_exec(db *d, const char *sql, err *e) {
+    char *msg = NULL;
+    if (sqlite3_exec(d->h, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        status st = sq_err(d, e, "exec");
+        sqlite3_free(msg);
+        return st;
+    }
+    return ST_OK;
+}
+
+static status sq_prepare(db *d, const char *sql, int cache, db_stmt **out, err *e) {
+    unsigned slot = 0;
+    if (cache) {
+        uintptr_t k = (uintptr_t)sql;
+        slot = (unsigned)((k >> 3) * 2654435761u) % SQLITE_CACHE_SLOTS;
+        for (unsigned i = 0; i < SQLITE_CACHE_SLOTS; i++) {
+            unsigned j = (slot + i) % SQLITE_CACHE_SLOTS;
+            if (d->cache[j].sql == sql) {
+                *out = d->cache[j].stmt;
+                return ST_OK;
+            }
+            if (!d->cache[j].sql) {
+                slot = j;
+                break;
+            }
+            if (i == SQLITE_CACHE_SLOTS - 1) cache = 0; /* full: don't cache */
+        }
+    }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(d->h, sql, -1, cache ? SQLITE_PREPARE_PERSISTENT : 0, &st, NULL) != SQLITE_OK)
+        return sq_err(d, e, "prepare");
+    db_stmt *s = calloc(1, sizeof *s);
+    if (!s) {
+        sqlite3_finalize(st);
+        return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
+    }
+    s->st = st;
+    s->cached = cache;
+    s->owner = d;
+    if (cache) {
+        d->cache[slot].sql = sql;
+        d->cache[slot].stmt = s;
+    }
+    *out = s;
+    return ST_OK;
+}
+
+static void sq_bind_int(db_stmt *st, int idx, int64_t v) { sqlite3_bind_int64(st->st, idx, v); }
+static void sq_bind_text(db_stmt *st, int idx, const char *s, int n) {
+    sqlite3_bind_text(st->st, idx, s, n, SQLITE_TRANSIENT);
+}
+static void sq_bind_double(db_stmt *st, int idx, double v) { sqlite3_bind_double(st->st, idx, v); }
+static void sq_bind_null(db_stmt *st, int idx) { sqlite3_bind_null(st->st, idx); }
+
+static int sq_step(db_stmt *st, err *e) {
+    int rc = sqlite3_step(st->st);
+    if (rc == SQLITE_ROW) return 1;
+    if (rc == SQLITE_DONE) return 0;
+    sq_err(st->owner, e, "step");
+    return -1;
+}
+
+static int64_t sq_col_int(db_stmt *st, int col) { return sqlite3_column_int64(st->st, col); }
+static double sq_col_double(db_stmt *st, int col) { return sqlite3_column_double(st->st, col); }
+static const char *sq_col_text(db_stmt *st, int col, size_t *len) {
+    const unsigned char *t = sqlite3_column_text(st->st, col);
+    if (len) *len = t ? (size_t)sqlite3_column_bytes(st->st, col) : 0;
+    return (const char *)t;
+}
+
+static void sq_done(db_stmt *st) {
+    if (!st) return;
+    if (st->cached) {
+        sqlite3_reset(st->st);
+        sqlite3_clear_bindings(st->st);
+    } else {
+        sqlite3_finalize(st->st);
+        free(st);
+    }
+}
+
+static status sq_begin(db *d, err *e) { return sq_exec(d, "BEGIN IMMEDIATE", e); }
+static status sq_commit(db *d, err *e) { return sq_exec(d, "COMMIT", e); }
+static void sq_rollback(db *d) {
+    if (!sqlite3_get_autocommit(d->h)) sqlite3_exec(d->h, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static status sq_size(db *d, int64_t *bytes, err *e) {
+    struct stat sb;
+    int64_t total = 0;
+    if (stat(d->path, &sb) == 0) total += sb.st_size;
+    size_t n = strlen(d->path) + 8;
+    char *wal = malloc(n);
+    if (wal) {
+        snprintf(wal, n, "%s-wal", d->path);
+        if (stat(wal, &sb) == 0) total += sb.st_size;
+        free(wal);
+    }
+    *bytes = total;
+    return ST_OK;
+}
+
+const db_driver db_sqlite_driver = {
+    .name = "sqlite",
+    .for_update = "",
+    .serial_writes = 1,
+    .connect = sq_connect,
+    .disconnect = sq_disconnect,
+    .exec = sq_exec,
+    .prepare = sq_prepare,
+    .bind_int = sq_bind_int,
+    .bind_text = sq_bind_text,
+    .bind_double = sq_bind_double,
+    .bind_null = sq_bind_null,
+    .step = sq_step,
+    .col_int = sq_col_int,
+    .col_double = sq_col_double,
+    .col_text = sq_col_text,
+    .done = sq_done,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .size = sq_size,
+};
