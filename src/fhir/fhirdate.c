@@ -37,7 +37,9 @@
 static const unsigned short days_before_month[13] = {0,   31,  59,  90,  120, 151, 181,
                                                      212, 243, 273, 304, 334, 365};
 
-static bool is_leap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+static bool is_leap(int y) {
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
 
 static int days_in_month(int y, int m) {
     int d = days_before_month[m] - days_before_month[m - 1];
@@ -118,8 +120,7 @@ int fhir_date_range(const char *s, size_t n, int64_t *lo, int64_t *hi) {
         *hi = days_from_civil(y, mo, days_in_month(y, mo)) * 86400 + 86399;
         return 0;
     }
-    if (!expect(s, n, &i, '-') || !digits(s, n, &i, 2, &d) || d < 1 || d > days_in_month(y, mo))
-        return -1;
+    if (!expect(s, n, &i, '-') || !digits(s, n, &i, 2, &d) || d < 1 || d > days_in_month(y, mo)) return -1;
     if (i == n) { /* YYYY-MM-DD */
         *lo = days_from_civil(y, mo, d) * 86400;
         *hi = *lo + 86399;
@@ -136,7 +137,8 @@ int fhir_date_range(const char *s, size_t n, int64_t *lo, int64_t *hi) {
         if (i < n && s[i] == '.') {
             i++;
             size_t f0 = i;
-            while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+            while (i < n && s[i] >= '0' && s[i] <= '9')
+                i++;
             if (i == f0) return -1; /* "." needs at least one digit */
         }
     }
@@ -147,8 +149,7 @@ int fhir_date_range(const char *s, size_t n, int64_t *lo, int64_t *hi) {
         } else if (s[i] == '+' || s[i] == '-') {
             int sign = s[i] == '-' ? -1 : 1, zh, zm;
             i++;
-            if (!digits(s, n, &i, 2, &zh) || !expect(s, n, &i, ':') || !digits(s, n, &i, 2, &zm))
-                return -1;
+            if (!digits(s, n, &i, 2, &zh) || !expect(s, n, &i, ':') || !digits(s, n, &i, 2, &zm)) return -1;
             if (zm > 59 || zh > 14 || (zh == 14 && zm != 0)) return -1;
             offset = sign * (int64_t)(zh * 3600 + zm * 60);
         } else {

@@ -80,8 +80,8 @@
 #include "fhirdate.h"
 
 #define PATH_MAX_STEPS 16
-#define PATH_MAX_OPS 4
-#define PATH_NAME_MAX 64
+#define PATH_MAX_OPS   4
+#define PATH_NAME_MAX  64
 
 /* ---------------------------------------------------------------- paths */
 
@@ -89,17 +89,17 @@ typedef enum op_kind { OP_INDEX, OP_WHERE, OP_REFTYPE } op_kind;
 
 typedef struct path_op {
     op_kind kind;
-    long index;        /* OP_INDEX */
-    const char *a;     /* OP_WHERE field, OP_REFTYPE type */
+    long index;    /* OP_INDEX */
+    const char *a; /* OP_WHERE field, OP_REFTYPE type */
     size_t alen;
-    const char *b;     /* OP_WHERE value */
+    const char *b; /* OP_WHERE value */
     size_t blen;
 } path_op;
 
 typedef struct path_step {
     char key[PATH_NAME_MAX]; /* JSON key, NUL-terminated ("valueQuantity" for value[x]:Quantity) */
     size_t keylen;
-    bool any_choice;         /* name[x] without a type: match key + Uppercase... */
+    bool any_choice; /* name[x] without a type: match key + Uppercase... */
     int nops;
     path_op ops[PATH_MAX_OPS];
 } path_step;
@@ -120,7 +120,8 @@ static bool is_name_char(char c) {
 
 static size_t name_len(const char *p, const char *end) {
     const char *q = p;
-    while (q < end && is_name_char(*q)) q++;
+    while (q < end && is_name_char(*q))
+        q++;
     return (size_t)(q - p);
 }
 
@@ -164,7 +165,8 @@ static bool parse_branch(const char *p, const char *end, path_walk *w) {
             if (*p == '[') {
                 long v = 0;
                 const char *q = ++p;
-                while (p < end && *p >= '0' && *p <= '9' && v < 1000000) v = v * 10 + (*p++ - '0');
+                while (p < end && *p >= '0' && *p <= '9' && v < 1000000)
+                    v = v * 10 + (*p++ - '0');
                 if (p == q || p >= end || *p != ']') return false;
                 p++;
                 o->kind = OP_INDEX;
@@ -185,7 +187,8 @@ static bool parse_branch(const char *p, const char *end, path_walk *w) {
                     p = q + 1;
                 } else {
                     const char *v = p;
-                    while (p < end && !strchr(".|@[!?", *p)) p++;
+                    while (p < end && !strchr(".|@[!?", *p))
+                        p++;
                     o->b = v;
                     o->blen = (size_t)(p - v);
                 }
@@ -377,8 +380,7 @@ void fhir_path_eval(const char *path, json_t *res, fhir_path_fn fn, void *ctx) {
             } else {
                 walk_from(&w, 0, NULL, res);
                 if (w.bang)
-                    fn(ctx, w.nsteps ? w.st[w.nsteps - 1].key : NULL,
-                       w.exists ? json_true() : json_false());
+                    fn(ctx, w.nsteps ? w.st[w.nsteps - 1].key : NULL, w.exists ? json_true() : json_false());
             }
         }
         if (!bar) break;
@@ -391,18 +393,18 @@ void fhir_path_eval(const char *path, json_t *res, fhir_path_fn fn, void *ctx) {
 /* Latin-1 Supplement and Latin Extended-A letters, U+00C0..U+017F, folded
  * to lower-case ASCII. NULL entries (×, ÷) are kept as they are. */
 static const char *const latin_fold[0x180 - 0xC0] = {
-    /* C0 */ "a", "a", "a", "a", "a", "a", "ae", "c", "e", "e", "e", "e", "i", "i", "i", "i",
-    /* D0 */ "d", "n", "o", "o", "o", "o", "o", NULL, "o", "u", "u", "u", "u", "y", "th", "ss",
-    /* E0 */ "a", "a", "a", "a", "a", "a", "ae", "c", "e", "e", "e", "e", "i", "i", "i", "i",
-    /* F0 */ "d", "n", "o", "o", "o", "o", "o", NULL, "o", "u", "u", "u", "u", "y", "th", "y",
-    /* 100 */ "a", "a", "a", "a", "a", "a", "c", "c", "c", "c", "c", "c", "c", "c", "d", "d",
-    /* 110 */ "d", "d", "e", "e", "e", "e", "e", "e", "e", "e", "e", "e", "g", "g", "g", "g",
-    /* 120 */ "g", "g", "g", "g", "h", "h", "h", "h", "i", "i", "i", "i", "i", "i", "i", "i",
-    /* 130 */ "i", "i", "ij", "ij", "j", "j", "k", "k", "k", "l", "l", "l", "l", "l", "l", "l",
-    /* 140 */ "l", "l", "l", "n", "n", "n", "n", "n", "n", "n", "n", "n", "o", "o", "o", "o",
-    /* 150 */ "o", "o", "oe", "oe", "r", "r", "r", "r", "r", "r", "s", "s", "s", "s", "s", "s",
-    /* 160 */ "s", "s", "t", "t", "t", "t", "t", "t", "u", "u", "u", "u", "u", "u", "u", "u",
-    /* 170 */ "u", "u", "u", "u", "w", "w", "y", "y", "y", "z", "z", "z", "z", "z", "z", "s",
+    /* C0 */ "a",  "a", "a",  "a",  "a", "a", "ae", "c",  "e", "e", "e", "e", "i", "i", "i",  "i",
+    /* D0 */ "d",  "n", "o",  "o",  "o", "o", "o",  NULL, "o", "u", "u", "u", "u", "y", "th", "ss",
+    /* E0 */ "a",  "a", "a",  "a",  "a", "a", "ae", "c",  "e", "e", "e", "e", "i", "i", "i",  "i",
+    /* F0 */ "d",  "n", "o",  "o",  "o", "o", "o",  NULL, "o", "u", "u", "u", "u", "y", "th", "y",
+    /* 100 */ "a", "a", "a",  "a",  "a", "a", "c",  "c",  "c", "c", "c", "c", "c", "c", "d",  "d",
+    /* 110 */ "d", "d", "e",  "e",  "e", "e", "e",  "e",  "e", "e", "e", "e", "g", "g", "g",  "g",
+    /* 120 */ "g", "g", "g",  "g",  "h", "h", "h",  "h",  "i", "i", "i", "i", "i", "i", "i",  "i",
+    /* 130 */ "i", "i", "ij", "ij", "j", "j", "k",  "k",  "k", "l", "l", "l", "l", "l", "l",  "l",
+    /* 140 */ "l", "l", "l",  "n",  "n", "n", "n",  "n",  "n", "n", "n", "n", "o", "o", "o",  "o",
+    /* 150 */ "o", "o", "oe", "oe", "r", "r", "r",  "r",  "r", "r", "s", "s", "s", "s", "s",  "s",
+    /* 160 */ "s", "s", "t",  "t",  "t", "t", "t",  "t",  "u", "u", "u", "u", "u", "u", "u",  "u",
+    /* 170 */ "u", "u", "u",  "u",  "w", "w", "y",  "y",  "y", "z", "z", "z", "z", "z", "z",  "s",
 };
 
 /* Decode one UTF-8 sequence at s (NUL-terminated). Returns its length and
@@ -496,7 +498,8 @@ char *fhir_string_normalize(arena *a, const char *s) {
             pending_space = false;
         }
         if (cp >= 0xC0 && cp < 0x180 && latin_fold[cp - 0xC0]) {
-            for (const char *f = latin_fold[cp - 0xC0]; *f; f++) *o++ = *f;
+            for (const char *f = latin_fold[cp - 0xC0]; *f; f++)
+                *o++ = *f;
             continue;
         }
         o += utf8_encode(lower_cp(cp), o);
@@ -506,7 +509,6 @@ char *fhir_string_normalize(arena *a, const char *s) {
 }
 
 /* ----------------------------------------------------------- extraction */
-
 
 typedef struct extract {
     const fhir_search_param *sp;
@@ -548,31 +550,30 @@ static bool slice_eq(const char *row, const char *s, size_t n) {
 static bool cand_eq(const idx_row *r, const cand *c) {
     if (r->kind != c->kind) return false;
     switch (c->kind) {
-    case IDX_TOKEN:
-        return str_eq(r->system, c->system) && str_eq(r->code, c->code);
-    case IDX_STRING:
-        return str_eq(r->exact, c->exact);
-    case IDX_DATE:
-        return r->lo == c->lo && r->hi == c->hi;
+    case IDX_TOKEN: return str_eq(r->system, c->system) && str_eq(r->code, c->code);
+    case IDX_STRING: return str_eq(r->exact, c->exact);
+    case IDX_DATE: return r->lo == c->lo && r->hi == c->hi;
     case IDX_REF:
         return slice_eq(r->ref_type, c->rtype, c->rtlen) && slice_eq(r->ref_id, c->rid, c->ridlen) &&
                str_eq(r->ref_url, c->url);
-    case IDX_NUMBER:
-        return r->value == c->value && r->vlo == c->vlo && r->vhi == c->vhi;
+    case IDX_NUMBER: return r->value == c->value && r->vlo == c->vlo && r->vhi == c->vhi;
     case IDX_QUANTITY:
-        return r->value == c->value && r->vlo == c->vlo && r->vhi == c->vhi &&
-               str_eq(r->system, c->system) && str_eq(r->code, c->code);
+        return r->value == c->value && r->vlo == c->vlo && r->vhi == c->vhi && str_eq(r->system, c->system) &&
+               str_eq(r->code, c->code);
     }
     return false;
 }
 
-static const char *dup(arena *a, const char *s) { return s ? arena_strdup(a, s) : NULL; }
+static const char *dup(arena *a, const char *s) {
+    return s ? arena_strdup(a, s) : NULL;
+}
 
 /* FNV-1a over the fields cand_eq compares; equal rows hash equal (a -0.0
  * and 0.0 pair may hash apart, which only costs a duplicate row). */
 static uint64_t fnv(uint64_t h, const void *p, size_t n) {
     const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ULL;
     return h;
 }
 
@@ -592,7 +593,9 @@ static uint64_t hash_fields(idx_kind k, const char *s1, size_t n1, const char *s
     return fnv(h, t, 2 * sizeof *t);
 }
 
-static size_t slen(const char *s) { return s ? strlen(s) : 0; }
+static size_t slen(const char *s) {
+    return s ? strlen(s) : 0;
+}
 
 static uint64_t row_hash(const idx_row *r) {
     double d[3] = {0, 0, 0};
@@ -600,11 +603,8 @@ static uint64_t row_hash(const idx_row *r) {
     switch (r->kind) {
     case IDX_TOKEN:
         return hash_fields(r->kind, r->system, slen(r->system), r->code, slen(r->code), NULL, 0, d, t);
-    case IDX_STRING:
-        return hash_fields(r->kind, r->exact, slen(r->exact), NULL, 0, NULL, 0, d, t);
-    case IDX_DATE:
-        t[0] = r->lo, t[1] = r->hi;
-        return hash_fields(r->kind, NULL, 0, NULL, 0, NULL, 0, d, t);
+    case IDX_STRING: return hash_fields(r->kind, r->exact, slen(r->exact), NULL, 0, NULL, 0, d, t);
+    case IDX_DATE: t[0] = r->lo, t[1] = r->hi; return hash_fields(r->kind, NULL, 0, NULL, 0, NULL, 0, d, t);
     case IDX_REF:
         return hash_fields(r->kind, r->ref_type, slen(r->ref_type), r->ref_id, slen(r->ref_id), r->ref_url,
                            slen(r->ref_url), d, t);
@@ -622,11 +622,8 @@ static uint64_t cand_hash(const cand *c) {
     switch (c->kind) {
     case IDX_TOKEN:
         return hash_fields(c->kind, c->system, slen(c->system), c->code, slen(c->code), NULL, 0, d, t);
-    case IDX_STRING:
-        return hash_fields(c->kind, c->exact, slen(c->exact), NULL, 0, NULL, 0, d, t);
-    case IDX_DATE:
-        t[0] = c->lo, t[1] = c->hi;
-        return hash_fields(c->kind, NULL, 0, NULL, 0, NULL, 0, d, t);
+    case IDX_STRING: return hash_fields(c->kind, c->exact, slen(c->exact), NULL, 0, NULL, 0, d, t);
+    case IDX_DATE: t[0] = c->lo, t[1] = c->hi; return hash_fields(c->kind, NULL, 0, NULL, 0, NULL, 0, d, t);
     case IDX_REF:
         return hash_fields(c->kind, c->rtype, c->rtlen, c->rid, c->ridlen, c->url, slen(c->url), d, t);
     case IDX_NUMBER:
@@ -642,7 +639,8 @@ static uint64_t cand_hash(const cand *c) {
 /* Insert row index i (of this parameter) into the table. */
 static void slot_put(extract *x, uint64_t h, size_t i) {
     size_t m = x->nslot - 1, k = (size_t)h & m;
-    while (x->slot[k]) k = (k + 1) & m;
+    while (x->slot[k])
+        k = (k + 1) & m;
     x->slot[k] = (uint32_t)(i + 1);
     x->nused++;
 }
@@ -652,7 +650,8 @@ static void slot_build(extract *x, size_t n) {
     x->slot = arena_zalloc(x->a, n * sizeof *x->slot);
     x->nslot = n;
     x->nused = 0;
-    for (size_t i = x->first; i < x->out->n; i++) slot_put(x, row_hash(&x->out->v[i]), i);
+    for (size_t i = x->first; i < x->out->n; i++)
+        slot_put(x, row_hash(&x->out->v[i]), i);
 }
 
 /* Append `c` unless this parameter already has the same row; strings are
@@ -762,8 +761,8 @@ static void string_row(extract *x, json_t *v) {
 }
 
 static void extract_string(extract *x, json_t *v) {
-    static const char *const parts[] = {"family", "given", "prefix",   "suffix",     "text",   "line",
-                                        "city",   "district", "state", "postalCode", "country"};
+    static const char *const parts[] = {"family", "given",    "prefix", "suffix",     "text",   "line",
+                                        "city",   "district", "state",  "postalCode", "country"};
     if (json_is_string(v)) {
         string_row(x, v);
     } else if (json_is_object(v)) { /* HumanName, Address */
@@ -814,7 +813,7 @@ static void extract_date(extract *x, json_t *v) {
         date_row(x, v);
     } else if (json_is_object(v)) {
         if (json_object_get(v, "start") || json_object_get(v, "end")) period_row(x, v); /* Period */
-        json_t *event = json_object_get(v, "event"); /* Timing */
+        json_t *event = json_object_get(v, "event");                                    /* Timing */
         if (json_is_array(event)) {
             size_t i;
             json_t *e;
@@ -879,7 +878,8 @@ static double half_unit(json_t *v) {
     int decimals = 0;
     const char *p = buf, *dot = strchr(buf, '.'), *e = strchr(buf, 'e');
     if (dot) {
-        for (p = dot + 1; *p >= '0' && *p <= '9'; p++) decimals++;
+        for (p = dot + 1; *p >= '0' && *p <= '9'; p++)
+            decimals++;
     }
     if (e) decimals -= atoi(e + 1);
     return 0.5 * pow(10.0, -decimals);
@@ -946,30 +946,17 @@ static void on_value(void *ctx, const char *key, json_t *v) {
     extract *x = ctx;
     (void)key;
     switch (x->sp->type) {
-    case SP_TOKEN:
-        extract_token(x, v);
-        break;
+    case SP_TOKEN: extract_token(x, v); break;
     case SP_URI:
         if (json_is_string(v)) token_row(x, NULL, nonempty(v));
         break;
-    case SP_STRING:
-        extract_string(x, v);
-        break;
-    case SP_DATE:
-        extract_date(x, v);
-        break;
-    case SP_REFERENCE:
-        extract_reference(x, v);
-        break;
-    case SP_NUMBER:
-        extract_number(x, v);
-        break;
-    case SP_QUANTITY:
-        extract_quantity(x, v);
-        break;
+    case SP_STRING: extract_string(x, v); break;
+    case SP_DATE: extract_date(x, v); break;
+    case SP_REFERENCE: extract_reference(x, v); break;
+    case SP_NUMBER: extract_number(x, v); break;
+    case SP_QUANTITY: extract_quantity(x, v); break;
     case SP_COMPOSITE:
-    case SP_SPECIAL:
-        break;
+    case SP_SPECIAL: break;
     }
 }
 

@@ -21,8 +21,8 @@ static void range_ok(const char *s, int64_t lo, int64_t hi) {
     int rc = fhir_date_range(s, strlen(s), &a, &b);
     if (rc != 0) fail_msg("rejected valid date \"%s\"", s);
     if (a != lo || b != hi)
-        fail_msg("\"%s\": got [%lld, %lld], want [%lld, %lld]", s, (long long)a, (long long)b,
-                 (long long)lo, (long long)hi);
+        fail_msg("\"%s\": got [%lld, %lld], want [%lld, %lld]", s, (long long)a, (long long)b, (long long)lo,
+                 (long long)hi);
 }
 
 static void range_bad(const char *s) {
@@ -133,7 +133,8 @@ static void test_invalid(void **state) {
         "+2024",
         "2024-03-05T1a:15Z",
     };
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) range_bad(bad[i]);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        range_bad(bad[i]);
     int64_t lo, hi;
     assert_int_equal(fhir_date_range(NULL, 0, &lo, &hi), -1);
 }
@@ -190,8 +191,8 @@ static void test_format_roundtrip(void **state) {
         struct tm tm;
         if (gmtime_r(&t, &tm)) {
             char ref[40];
-            snprintf(ref, sizeof ref, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+            snprintf(ref, sizeof ref, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
             if (strncmp(out, ref, 19) != 0) fail_msg("%s != gmtime %s", out, ref);
         }
     }

@@ -224,9 +224,10 @@ static void test_observation_group_subject(void **state) {
     release(&f);
 
     /* ... but a patient performer puts it in that patient's compartment */
-    index_into(&f, parse("{\"resourceType\":\"Observation\",\"status\":\"final\",\"code\":{\"text\":\"x\"},"
-                         "\"subject\":{\"reference\":\"Group/g1\"},"
-                         "\"performer\":[{\"reference\":\"Practitioner/d1\"},{\"reference\":\"Patient/p9\"}]}"));
+    index_into(&f,
+               parse("{\"resourceType\":\"Observation\",\"status\":\"final\",\"code\":{\"text\":\"x\"},"
+                     "\"subject\":{\"reference\":\"Group/g1\"},"
+                     "\"performer\":[{\"reference\":\"Practitioner/d1\"},{\"reference\":\"Patient/p9\"}]}"));
     assert_int_equal(count(&f, "performer"), 2);
     assert_string_equal(fhir_index_patient_id("Observation", f.res, &f.rows), "p9");
     release(&f);
@@ -250,7 +251,8 @@ static void test_reference_forms(void **state) {
     release(&f);
 
     /* relative versioned */
-    index_into(&f, parse("{\"resourceType\":\"Condition\",\"subject\":{\"reference\":\"Patient/7/_history/1\"}}"));
+    index_into(
+        &f, parse("{\"resourceType\":\"Condition\",\"subject\":{\"reference\":\"Patient/7/_history/1\"}}"));
     assert_true(has_ref(&f, "patient", "Patient", "7", NULL));
     release(&f);
 
@@ -399,8 +401,9 @@ static void test_condition_onset(void **state) {
     release(&f);
 
     /* onset as(Period) with an open end; as(Range); as(string) */
-    index_into(&f, parse("{\"resourceType\":\"Condition\",\"onsetPeriod\":{\"start\":\"2020-01\"},"
-                         "\"abatementRange\":{\"low\":{\"value\":10,\"unit\":\"a\"},\"high\":{\"value\":20.5}}}"));
+    index_into(
+        &f, parse("{\"resourceType\":\"Condition\",\"onsetPeriod\":{\"start\":\"2020-01\"},"
+                  "\"abatementRange\":{\"low\":{\"value\":10,\"unit\":\"a\"},\"high\":{\"value\":20.5}}}"));
     assert_true(has_date(&f, "onset-date", day("2020-01-01"), FHIR_DATE_MAX));
     q = nth(&f, "abatement-age", 0);
     assert_non_null(q);
@@ -423,15 +426,16 @@ static void test_condition_onset(void **state) {
 static void test_timing_period_meta(void **state) {
     (void)state;
     fixture f;
-    index_into(&f, parse("{\"resourceType\":\"Observation\",\"status\":\"final\",\"code\":{\"coding\":["
-                         "{\"system\":\"s\",\"code\":\"c\"},{\"system\":\"s\",\"code\":\"c\"}]},"
-                         "\"effectiveTiming\":{\"event\":[\"2020-01-01\",\"2020-01-02T10:00:00Z\"],"
-                         "\"repeat\":{\"boundsPeriod\":{\"start\":\"2020-01-01\",\"end\":\"2020-01-31\"}}},"
-                         "\"meta\":{\"lastUpdated\":\"2020-01-01T00:00:00Z\","
-                         "\"profile\":[\"http://example.org/StructureDefinition/bp\"],"
-                         "\"tag\":[{\"system\":\"http://example.org/tags\",\"code\":\"t1\"}],"
-                         "\"security\":[{\"system\":\"http://terminology.hl7.org/CodeSystem/v3-Confidentiality\","
-                         "\"code\":\"R\"}],\"source\":\"http://gp.example.org/emis\"}}"));
+    index_into(&f,
+               parse("{\"resourceType\":\"Observation\",\"status\":\"final\",\"code\":{\"coding\":["
+                     "{\"system\":\"s\",\"code\":\"c\"},{\"system\":\"s\",\"code\":\"c\"}]},"
+                     "\"effectiveTiming\":{\"event\":[\"2020-01-01\",\"2020-01-02T10:00:00Z\"],"
+                     "\"repeat\":{\"boundsPeriod\":{\"start\":\"2020-01-01\",\"end\":\"2020-01-31\"}}},"
+                     "\"meta\":{\"lastUpdated\":\"2020-01-01T00:00:00Z\","
+                     "\"profile\":[\"http://example.org/StructureDefinition/bp\"],"
+                     "\"tag\":[{\"system\":\"http://example.org/tags\",\"code\":\"t1\"}],"
+                     "\"security\":[{\"system\":\"http://terminology.hl7.org/CodeSystem/v3-Confidentiality\","
+                     "\"code\":\"R\"}],\"source\":\"http://gp.example.org/emis\"}}"));
     /* duplicate codings: one row */
     assert_int_equal(count(&f, "code"), 1);
     assert_int_equal(count(&f, "date"), 3);
@@ -447,12 +451,16 @@ static void test_timing_period_meta(void **state) {
     release(&f);
 
     /* Period: both ends; an inverted or unparseable period gives nothing */
-    index_into(&f, parse("{\"resourceType\":\"Encounter\",\"status\":\"finished\",\"class\":{\"code\":\"AMB\"},"
-                         "\"period\":{\"start\":\"2021-03-01T09:00:00Z\",\"end\":\"2021-03-01T09:30:00Z\"}}"));
+    index_into(&f,
+               parse("{\"resourceType\":\"Encounter\",\"status\":\"finished\",\"class\":{\"code\":\"AMB\"},"
+                     "\"period\":{\"start\":\"2021-03-01T09:00:00Z\",\"end\":\"2021-03-01T09:30:00Z\"}}"));
     assert_true(has_date(&f, "date", day("2021-03-01") + 9 * 3600, day("2021-03-01") + 9 * 3600 + 1800));
     assert_true(has_token(&f, "class", NULL, "AMB"));
     release(&f);
-    index_into(&f, parse("{\"resourceType\":\"Encounter\",\"period\":{\"start\":\"2021-03-02\",\"end\":\"2021-03-01\"}}"));
+    index_into(
+        &f,
+        parse(
+            "{\"resourceType\":\"Encounter\",\"period\":{\"start\":\"2021-03-02\",\"end\":\"2021-03-01\"}}"));
     assert_int_equal(count(&f, "date"), 0);
     release(&f);
     index_into(&f, parse("{\"resourceType\":\"Encounter\",\"period\":{\"start\":\"2021-02-30\"}}"));
@@ -499,7 +507,8 @@ static void test_many_values(void **state) {
         for (int i = 0; i < 1000; i++) {
             char v[32];
             snprintf(v, sizeof v, "%d", i);
-            json_array_append_new(ids, json_pack("{s:s,s:s}", "system", round == 2 ? "other" : "s", "value", v));
+            json_array_append_new(ids,
+                                  json_pack("{s:s,s:s}", "system", round == 2 ? "other" : "s", "value", v));
             snprintf(v, sizeof v, "Name%d", i % 300);
             json_array_append_new(given, json_string(v));
         }
@@ -533,11 +542,11 @@ static void test_unknown_type(void **state) {
 static void test_all_examples(void **state) {
     (void)state;
     static const char *const names[] = {
-        "allergyintolerance-example.json", "appointment-example.json", "careteam-example.json",
-        "composition-example.json", "documentreference-example.json", "encounter-example.json",
-        "immunization-example.json", "medicationrequest0301.json", "person-example.json",
-        "practitioner-example.json", "riskassessment-example.json", "observation-decimal.json",
-        "location-example.json", "questionnaire-example.json",
+        "allergyintolerance-example.json", "appointment-example.json",       "careteam-example.json",
+        "composition-example.json",        "documentreference-example.json", "encounter-example.json",
+        "immunization-example.json",       "medicationrequest0301.json",     "person-example.json",
+        "practitioner-example.json",       "riskassessment-example.json",    "observation-decimal.json",
+        "location-example.json",           "questionnaire-example.json",
     };
     for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
         fixture f;
@@ -547,7 +556,10 @@ static void test_all_examples(void **state) {
             const idx_row *r = &f.rows.v[i];
             switch (r->kind) {
             case IDX_TOKEN: assert_non_null(r->code); break;
-            case IDX_STRING: assert_non_null(r->exact); assert_non_null(r->norm); break;
+            case IDX_STRING:
+                assert_non_null(r->exact);
+                assert_non_null(r->norm);
+                break;
             case IDX_DATE: assert_true(r->lo <= r->hi); break;
             case IDX_REF: assert_true(r->ref_url || (r->ref_type && r->ref_id)); break;
             case IDX_NUMBER:
@@ -694,8 +706,12 @@ static void test_string_normalize(void **state) {
     assert_string_equal(fhir_string_normalize(&a, "Sio\xcc\x82n"), "sion"); /* combining circumflex */
     assert_string_equal(fhir_string_normalize(&a, "ИВАН Ёлкин"), "иван ёлкин");
     assert_string_equal(fhir_string_normalize(&a, "ΣΩΚΡΑΤΗΣ"), "σωκρατησ");
-    assert_string_equal(fhir_string_normalize(&a, "a\xff" "b\xc3"), "ab"); /* invalid bytes dropped */
-    assert_string_equal(fhir_string_normalize(&a, "non\xc2\xa0" "breaking"), "non breaking");
+    assert_string_equal(fhir_string_normalize(&a, "a\xff"
+                                                  "b\xc3"),
+                        "ab"); /* invalid bytes dropped */
+    assert_string_equal(fhir_string_normalize(&a, "non\xc2\xa0"
+                                                  "breaking"),
+                        "non breaking");
     assert_string_equal(fhir_string_normalize(&a, "2 × 3"), "2 × 3");
     assert_string_equal(fhir_string_normalize(&a, ""), "");
     assert_string_equal(fhir_string_normalize(&a, "   "), "");
