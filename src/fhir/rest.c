@@ -179,8 +179,10 @@ static status match_criteria(store_txn *tx, const char *type, const char *criter
     return rc;
 }
 
+/* `validated`: the resource was already validated (as part of its Bundle).
+ * `want_body`: keep the stored JSON in wr->body for the response. */
 static status do_create(store_txn *tx, json_t *res, const char *type, const char *if_none_exist, const char *id,
-                        write_result *wr, err *e) {
+                        int validated, int want_body, write_result *wr, err *e) {
     status rc = check_type(res, type, e);
     if (rc != ST_OK) return rc;
     if (if_none_exist && *if_none_exist) {
@@ -200,27 +202,31 @@ static status do_create(store_txn *tx, json_t *res, const char *type, const char
     }
     /* the server assigns the id of a created resource */
     json_object_del(res, "id");
-    rc = fhir_validate(res, type, e);
-    if (rc != ST_OK) return rc;
+    if (!validated) {
+        rc = fhir_validate(res, type, e);
+        if (rc != ST_OK) return rc;
+    }
     rc = store_put(tx, res, id, 0, 1, &wr->meta, &wr->created, e);
     if (rc != ST_OK) return rc;
-    wr->body = json_dumps(res, JSON_COMPACT);
+    if (want_body) wr->body = json_dumps(res, JSON_COMPACT);
     return ST_OK;
 }
 
 static status do_update(store_txn *tx, json_t *res, const char *type, const char *id, int64_t if_match,
-                        write_result *wr, err *e) {
+                        int validated, int want_body, write_result *wr, err *e) {
     status rc = check_type(res, type, e);
     if (rc != ST_OK) return rc;
     const char *bid = json_string_value(json_object_get(res, "id"));
     if (!bid) return err_set(e, ST_INVALID, "required", "id", "an update must carry the resource's id in the body");
     if (strcmp(bid, id) != 0)
         return err_set(e, ST_INVALID, "invalid", "id", "the body's id '%s' does not match the URL's '%s'", bid, id);
-    rc = fhir_validate(res, type, e);
-    if (rc != ST_OK) return rc;
+    if (!validated) {
+        rc = fhir_validate(res, type, e);
+        if (rc != ST_OK) return rc;
+    }
     rc = store_put(tx, res, id, if_match, 0, &wr->meta, &wr->created, e);
     if (rc != ST_OK) return rc;
-    wr->body = json_dumps(res, JSON_COMPACT);
+    if (want_body) wr->body = json_dumps(res, JSON_COMPACT);
     return ST_OK;
 }
 
@@ -281,12 +287,12 @@ typedef struct create_arg {
 
 static status create_fn(store_txn *tx, void *p, err *e) {
     create_arg *a = p;
-    return do_create(tx, a->res, a->type, a->if_none_exist, NULL, &a->wr, e);
+    return do_create(tx, a->res, a->type, a->if_none_exist, NULL, 0, 1, &a->wr, e);
 }
 
 static status update_fn(store_txn *tx, void *p, err *e) {
     create_arg *a = p;
-    return do_update(tx, a->res, a->type, a->id, a->if_match, &a->wr, e);
+    return do_update(tx, a->res, a->type, a->id, a->if_match, 0, 1, &a->wr, e);
 }
 
 static void respond_write(const rest_request *rq, rest_response *rs, write_result *wr, int ok_status) {
@@ -579,6 +585,7 @@ typedef struct entry_job {
     const char *query;    /* after '?' in request.url, or NULL */
     json_t *resource;     /* borrowed from the bundle */
     const char *if_match, *if_none_exist;
+    int validated; /* resource validated with its Bundle */
     /* results */
     int status;
     write_result wr;
@@ -632,20 +639,22 @@ static status parse_entry_url(const rest_request *rq, const char *url, entry_job
     return ST_OK;
 }
 
-static status run_entry(rest_ctx *ctx, const rest_request *rq, store_txn *tx, entry_job *job, err *e) {
+static status run_entry(rest_ctx *ctx, const rest_request *rq, store_txn *tx, entry_job *job, int want_body,
+                        err *e) {
     char where[48];
     snprintf(where, sizeof where, "Bundle.entry[%d]", job->index);
     status rc = ST_OK;
     if (strcmp(job->method, "POST") == 0) {
         if (!job->resource) return err_set(e, ST_INVALID, "required", where, "POST entry without a resource");
-        rc = do_create(tx, job->resource, job->type, job->if_none_exist, job->id[0] ? job->id : NULL, &job->wr, e);
+        rc = do_create(tx, job->resource, job->type, job->if_none_exist, job->id[0] ? job->id : NULL, job->validated, want_body,
+                       &job->wr, e);
         job->status = job->wr.created ? 201 : 200;
     } else if (strcmp(job->method, "PUT") == 0) {
         if (!job->resource) return err_set(e, ST_INVALID, "required", where, "PUT entry without a resource");
         if (!job->id[0]) return err_set(e, ST_INVALID, "not-supported", where, "conditional update is not supported");
         int64_t im = job->if_match ? parse_etag(job->if_match) : 0;
         if (im < 0) return err_set(e, ST_INVALID, "invalid", where, "bad ifMatch");
-        rc = do_update(tx, job->resource, job->type, job->id, im, &job->wr, e);
+        rc = do_update(tx, job->resource, job->type, job->id, im, job->validated, want_body, &job->wr, e);
         job->status = job->wr.created ? 201 : 200;
     } else if (strcmp(job->method, "DELETE") == 0) {
         if (!job->id[0]) return err_set(e, ST_INVALID, "not-supported", where, "conditional delete is not supported");
@@ -675,7 +684,19 @@ static status run_entry(rest_ctx *ctx, const rest_request *rq, store_txn *tx, en
         return err_set(e, ST_INVALID, "not-supported", where, "method %s is not supported in a Bundle", job->method);
     }
     (void)ctx;
-    if (rc != ST_OK && e->where[0] == 0) snprintf(e->where, sizeof e->where, "%s", where);
+    if (rc != ST_OK) {
+        /* locate the fault inside the Bundle: "Observation.foo" becomes
+         * "Bundle.entry[1].resource.foo" */
+        size_t tl = strlen(job->type);
+        if (e->where[0] == 0) {
+            snprintf(e->where, sizeof e->where, "%s", where);
+        } else if (strncmp(e->where, job->type, tl) == 0 && (e->where[tl] == '.' || e->where[tl] == 0)) {
+            char inner[sizeof e->where];
+            snprintf(inner, sizeof inner, "%s", e->where + tl);
+            int n = snprintf(e->where, sizeof e->where, "%s.resource", where);
+            if (n > 0 && (size_t)n < sizeof e->where) snprintf(e->where + n, sizeof e->where - (size_t)n, "%.*s", (int)(sizeof e->where - (size_t)n - 1), inner);
+        }
+    }
     return rc;
 }
 
@@ -738,32 +759,61 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
     json_t *map = json_object();
     size_t n = 0;
     status rc = check_type(bundle, "Bundle", &e);
-    if (rc == ST_OK) rc = fhir_validate(bundle, "Bundle", &e);
     const char *btype = json_string_value(json_object_get(bundle, "type"));
     int transaction = btype && strcmp(btype, "transaction") == 0;
-    if (rc == ST_OK && !transaction && !(btype && strcmp(btype, "batch") == 0))
-        rc = err_set(&e, ST_INVALID, "invalid", "Bundle.type", "only batch and transaction Bundles can be submitted");
     json_t *entries = json_object_get(bundle, "entry");
     n = json_array_size(entries);
+    if (rc == ST_OK && transaction) {
+        /* a transaction stands or falls whole: validate every entry now */
+        rc = fhir_validate(bundle, "Bundle", &e);
+    } else if (rc == ST_OK) {
+        /* a batch: validate the Bundle itself here, each entry's resource
+         * on its own when the entry runs, so one bad entry fails alone */
+        json_t *held = json_array();
+        for (size_t i = 0; i < n; i++) {
+            json_t *en = json_array_get(entries, i);
+            json_t *r = json_object_get(en, "resource");
+            json_array_append(held, r ? r : json_null());
+            if (r) json_object_del(en, "resource");
+        }
+        rc = fhir_validate(bundle, "Bundle", &e);
+        for (size_t i = 0; i < n; i++) {
+            json_t *r = json_array_get(held, i);
+            if (!json_is_null(r)) json_object_set(json_array_get(entries, i), "resource", r);
+        }
+        json_decref(held);
+    }
+    if (rc == ST_OK && !transaction && !(btype && strcmp(btype, "batch") == 0))
+        rc = err_set(&e, ST_INVALID, "invalid", "Bundle.type", "only batch and transaction Bundles can be submitted");
     jobs = calloc(n + 1, sizeof *jobs);
     for (size_t i = 0; rc == ST_OK && i < n; i++) {
         json_t *en = json_array_get(entries, i);
         entry_job *job = &jobs[i];
         job->index = (int)i;
+        job->validated = transaction;
         char where[64];
         snprintf(where, sizeof where, "Bundle.entry[%zu].request", i);
         json_t *req = json_object_get(en, "request");
         job->method = json_string_value(json_object_get(req, "method"));
         const char *url = json_string_value(json_object_get(req, "url"));
-        if (!job->method || !url) {
-            rc = err_set(&e, ST_INVALID, "required", where, "each entry needs request.method and request.url");
-            break;
+        status erc = ST_OK;
+        if (!job->method || !url)
+            erc = err_set(&job->e, ST_INVALID, "required", where, "each entry needs request.method and request.url");
+        else
+            erc = parse_entry_url(rq, url, job, &job->e, where);
+        if (erc != ST_OK) {
+            if (transaction) {
+                e = job->e;
+                rc = erc;
+                break;
+            }
+            job->status = status_http(erc); /* a batch entry fails alone */
+            if (!job->method) job->method = "GET";
+            continue;
         }
         job->if_match = json_string_value(json_object_get(req, "ifMatch"));
         job->if_none_exist = json_string_value(json_object_get(req, "ifNoneExist"));
         job->resource = json_object_get(en, "resource");
-        rc = parse_entry_url(rq, url, job, &e, where);
-        if (rc != ST_OK) break;
         const char *full = json_string_value(json_object_get(en, "fullUrl"));
         if (transaction && full && strncmp(full, "urn:uuid:", 9) == 0) {
             if (strcmp(job->method, "POST") == 0) {
@@ -783,6 +833,7 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
         goto out;
     }
     if (json_object_size(map)) rewrite_refs(entries, map);
+    int with_resource = prefer_has(rq->prefer, "return=representation");
 
     if (transaction) {
         store_txn *tx = NULL;
@@ -790,7 +841,7 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
         for (int pass = 0; rc == ST_OK && pass < 4; pass++) {
             for (size_t i = 0; rc == ST_OK && i < n; i++) {
                 if (method_order(jobs[i].method) != pass) continue;
-                rc = run_entry(ctx, rq, tx, &jobs[i], &e);
+                rc = run_entry(ctx, rq, tx, &jobs[i], with_resource, &e);
             }
         }
         if (rc != ST_OK) {
@@ -807,14 +858,14 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
         for (size_t i = 0; i < n; i++) {
             store_txn *tx = NULL;
             entry_job *job = &jobs[i];
+            if (job->status >= 400) continue; /* its request was already refused */
             rc = store_begin(ctx->store, &tx, &job->e);
-            if (rc == ST_OK) rc = run_entry(ctx, rq, tx, job, &job->e);
+            if (rc == ST_OK) rc = run_entry(ctx, rq, tx, job, with_resource, &job->e);
             if (rc == ST_OK) rc = store_commit(tx, &job->e);
             else if (tx) store_rollback(tx);
             if (rc != ST_OK) job->status = status_http(rc);
         }
     }
-    int with_resource = prefer_has(rq->prefer, "return=representation");
     buf *b = &rs->body;
     buf_reset(b);
     rs->status = 200;
@@ -1013,7 +1064,8 @@ const char *rest_capability(rest_ctx *ctx, const char *base_url) {
     static char cached_base[256];
     pthread_mutex_lock(&lock);
     if (!cached || strcmp(cached_base, base_url) != 0) {
-        free(cached);
+        /* the previous text is left allocated: another thread may still be
+         * sending it (the base URL changes only in tests) */
         json_t *cs = capability_build(ctx, base_url);
         cached = json_dumps(cs, JSON_COMPACT);
         json_decref(cs);
