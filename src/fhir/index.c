@@ -42,7 +42,9 @@
  *             open side at FHIR_DATE_MIN/FHIR_DATE_MAX; Timing -> one row per
  *             event and one for repeat.boundsPeriod. Unparseable values are
  *             skipped (validation rejects them before storage).
- *   reference Reference.reference -> (type, id, url) as index.h says;
+ *   reference Reference.reference -> (type, id, url) as index.h says; when
+ *             the string has no type ("#x", "urn:uuid:..") a Reference.type
+ *             naming a resource type fills ref_type (ref_id stays NULL);
  *             canonical/uri strings -> url only; an inline resource
  *             (Bundle.entry[0].resource) -> (resourceType, id).
  *   number    JSON number -> value, [vlo, vhi]; Range -> [low, high].
@@ -67,6 +69,12 @@
  * Every string in a row is copied into the arena, except the static
  * "true"/"false" of boolean tokens. Duplicate rows of one parameter are
  * dropped (a scan while a parameter has few rows, then a hash table).
+ * fhir_index_patient_id returns a string borrowed from `res` (Patient) or
+ * from `rows` (everything else). fhir_path_eval's callback gets a key that
+ * is valid only during the call.
+ *
+ * Threads: no global mutable state; concurrent calls with different arenas
+ * and idx_rows are safe (the model tables are read-only).
  */
 #include "index.h"
 
