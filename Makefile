@@ -59,9 +59,9 @@ fuzz:
 	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCONCORD_FUZZ=ON >/dev/null
 	@cmake --build build-fuzz -j $(JOBS)
 	@for f in build-fuzz/fuzz_*; do \
-	  name=$$(basename $$f); corpus=fuzz/corpus/$${name#fuzz_}; mkdir -p $$corpus; \
-	  echo "== $$name ($(FUZZ_SECONDS)s)"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$corpus 2>&1 | tail -3 || exit 1; \
+	  name=$$(basename $$f); seeds=fuzz/corpus/$${name#fuzz_}; work=build-fuzz/corpus-$${name#fuzz_}; \
+	  mkdir -p $$seeds $$work; echo "== $$name ($(FUZZ_SECONDS)s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$work $$seeds 2>&1 | tail -3 || exit 1; \
 	done
 
 format:
