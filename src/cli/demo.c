@@ -107,7 +107,7 @@ static int put(store_txn *tx, json_t *res, const char *id, store_meta *m) {
         fprintf(stderr, "concord: demo: generated %s is invalid at %s: %s\n", type, e.where, e.msg);
         return -1;
     }
-    if (store_put(tx, res, id, 0, 0, m, NULL, &e) != ST_OK) {
+    if (store_put(tx, res, id, 0, 0, m, NULL, NULL, &e) != ST_OK) {
         fprintf(stderr, "concord: demo: %s\n", e.msg);
         return -1;
     }

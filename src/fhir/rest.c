@@ -206,9 +206,8 @@ static status do_create(store_txn *tx, json_t *res, const char *type, const char
         rc = fhir_validate(res, type, e);
         if (rc != ST_OK) return rc;
     }
-    rc = store_put(tx, res, id, 0, 1, &wr->meta, &wr->created, e);
+    rc = store_put(tx, res, id, 0, 1, &wr->meta, &wr->created, want_body ? &wr->body : NULL, e);
     if (rc != ST_OK) return rc;
-    if (want_body) wr->body = json_dumps(res, JSON_COMPACT);
     return ST_OK;
 }
 
@@ -224,9 +223,8 @@ static status do_update(store_txn *tx, json_t *res, const char *type, const char
         rc = fhir_validate(res, type, e);
         if (rc != ST_OK) return rc;
     }
-    rc = store_put(tx, res, id, if_match, 0, &wr->meta, &wr->created, e);
+    rc = store_put(tx, res, id, if_match, 0, &wr->meta, &wr->created, want_body ? &wr->body : NULL, e);
     if (rc != ST_OK) return rc;
-    if (want_body) wr->body = json_dumps(res, JSON_COMPACT);
     return ST_OK;
 }
 

@@ -20,6 +20,7 @@
 
 #include "../base/buf.h"
 #include "fhirdate.h"
+#include "validate.h"
 
 static int hexval(int c) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -143,9 +144,29 @@ static const char *take_prefix(const char *v, search_prefix *p) {
 
 /* A decimal as written, with the range its precision implies: "100" is
  * [99.5, 100.5], "100.0" is [99.95, 100.05], "1e2" is [50, 150]. */
+/* FHIR decimal syntax: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+static int decimal_syntax(const char *s) {
+    if (*s == '-') s++;
+    if (*s == '0') s++;
+    else if (*s >= '1' && *s <= '9') while (isdigit((unsigned char)*s)) s++;
+    else return 0;
+    if (*s == '.') {
+        s++;
+        if (!isdigit((unsigned char)*s)) return 0;
+        while (isdigit((unsigned char)*s)) s++;
+    }
+    if (*s == 'e' || *s == 'E') {
+        s++;
+        if (*s == '+' || *s == '-') s++;
+        if (!isdigit((unsigned char)*s)) return 0;
+        while (isdigit((unsigned char)*s)) s++;
+    }
+    return *s == 0;
+}
+
 static int parse_number(const char *s, double *v, double *lo, double *hi) {
     char *end;
-    if (!*s || isspace((unsigned char)*s)) return -1;
+    if (!decimal_syntax(s)) return -1;
     *v = strtod(s, &end);
     if (*end || !isfinite(*v)) return -1;
     int decimals = 0;
@@ -163,6 +184,11 @@ static status parse_value(arena *a, const search_clause *c, const char *raw, sea
                           err *e) {
     memset(out, 0, sizeof *out);
     if (c->modifier == MOD_MISSING) return ST_OK;
+    if (c->target == ST_ID) {
+        out->text = out->code = unescape(a, raw, strlen(raw));
+        if (!fhir_id_valid(out->code)) return err_set(e, ST_INVALID, "value", where, "'%s' is not a valid id", raw);
+        return ST_OK;
+    }
     switch (c->type) {
     case SP_TOKEN: {
         const char *bar = find_unescaped(raw, '|');
@@ -348,7 +374,11 @@ static status parse_clause(arena *a, const char *rtype, const char *name, const 
         if (!ttype) return err_set(e, ST_INVALID, "invalid", name, "no target type of %s has '%s'", head, subhead);
         search_clause *chained = arena_alloc(a, sizeof *chained);
         status rc = parse_clause(a, ttype, sub, value, chained, depth + 1, e);
-        if (rc != ST_OK) return rc;
+        if (rc != ST_OK) {
+            /* name the parameter as the client wrote it */
+            if (depth == 0) snprintf(e->where, sizeof e->where, "%s", name);
+            return rc;
+        }
         c->values = arena_zalloc(a, sizeof *c->values);
         c->n_values = 1;
         c->values[0].chain = chained;
@@ -516,6 +546,13 @@ status search_parse(arena *a, const char *rtype, const search_param_kv *params, 
             inc->sp = fhir_search_param_find(parts[0], parts[1]);
             if (!inc->sp || inc->sp->type != SP_REFERENCE || !inc->sp->path) {
                 rc = err_set(e, ST_INVALID, "value", name, "%s has no reference parameter '%s'", parts[0], parts[1]);
+                goto out;
+            }
+            if (inc->target_type && (!fhir_resource_type(inc->target_type) ||
+                                     !target_allowed(inc->sp, inc->target_type) ||
+                                     (rev && strcmp(inc->target_type, rtype) != 0))) {
+                rc = err_set(e, ST_INVALID, "value", name, "%s:%s cannot refer to '%s'", parts[0], parts[1],
+                             inc->target_type);
                 goto out;
             }
             if (rev && !target_allowed(inc->sp, rtype)) {

@@ -20,6 +20,13 @@
  * Every patient-scoped table carries `pkey` (the patient key, 0 for
  * resources outside any patient's compartment) as its first column.
  *
+ * Index choice: each secondary index costs every write a page that the
+ * transaction dirties and the WAL carries. Indexes whose keys arrive in
+ * random order (a measured quantity's value) cost the most: idx_quantity has
+ * none by value — quantity searches run with a code or a patient in
+ * practice, and both lead to the candidates through other indexes, after
+ * which the quantity is checked by primary key (rkey, param).
+ *
  * Migrations are append-only: never edit a released step, add a new one.
  * Each runs in a transaction with the version bump; concord_schema holds
  * one row per applied step.
@@ -66,8 +73,7 @@ static const char *const migrations[] = {
     "CREATE INDEX idx_number_value ON idx_number (param, value);"
     "CREATE TABLE idx_quantity (pkey BIGINT NOT NULL, rkey BIGINT NOT NULL, param INTEGER NOT NULL,"
     " value {REAL} NOT NULL, lo {REAL} NOT NULL, hi {REAL} NOT NULL, system {TEXT} NOT NULL, code {TEXT} NOT NULL,"
-    " PRIMARY KEY (rkey, param, value, system, code)){NOROWID};"
-    "CREATE INDEX idx_quantity_value ON idx_quantity (param, value);",
+    " PRIMARY KEY (rkey, param, value, system, code)){NOROWID};",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -115,6 +115,31 @@ static status load_param_ids(store *s, db *d, err *e) {
         if (rc != ST_OK) return rc;
     }
     if (missing) return err_set(e, ST_IO, "exception", NULL, "could not register %d search parameters", missing);
+    /* $everything's second query: resources that name the patient through
+     * any Patient-compartment parameter, not only the one that set their
+     * patient key (a Group with the patient among its members...) */
+    buf sql = {0};
+    buf_puts(&sql, "SELECT DISTINCT r.rtype, r.id, r.version, r.updated, r.deleted, r.body FROM idx_ref x"
+                   " JOIN resource r ON r.rkey = x.rkey WHERE x.target_id = ? AND x.target_type = 'Patient'"
+                   " AND r.deleted = 0 AND r.pkey <> ? AND x.param IN (0");
+    for (size_t i = 0; i < fhir_n_compartments; i++) {
+        const fhir_compartment *c = &fhir_compartments[i];
+        for (const char *p = c->params; p && *p;) {
+            size_t n = strcspn(p, "|");
+            char code[64];
+            if (n < sizeof code) {
+                memcpy(code, p, n);
+                code[n] = 0;
+                const fhir_search_param *sp = fhir_search_param_find(c->resource, code);
+                if (sp && sp->type == SP_REFERENCE && s->param_ids[sp - fhir_search_params])
+                    buf_printf(&sql, ", %d", s->param_ids[sp - fhir_search_params]);
+            }
+            p += n;
+            if (*p == '|') p++;
+        }
+    }
+    buf_puts(&sql, ") ORDER BY r.rtype, r.id");
+    s->everything_refs_sql = buf_take(&sql);
     return ST_OK;
 }
 
@@ -191,26 +216,38 @@ void store_close(store *s) {
         free(l);
         l = n;
     }
+    if (s->writer) s->drv->disconnect(s->writer);
     pthread_key_delete(s->conn_key);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->write_lock);
     free(s->param_ids);
+    free(s->everything_refs_sql);
     free(s->url);
     free(s);
 }
 
 /* ---- transactions ---------------------------------------------------- */
 
+/* Write transactions. With a backend that admits one writer at a time
+ * (SQLite), every write goes through one shared connection under
+ * write_lock: a connection's page cache is discarded whenever another
+ * connection has written, so a single writer keeps its cache warm across
+ * transactions instead of re-reading the hot index pages on every commit. */
 status store_begin(store *s, store_txn **out, err *e) {
     *out = NULL;
-    db *d = store_db(s, e);
-    if (!d) return e ? e->code : ST_IO;
     store_txn *tx = calloc(1, sizeof *tx);
     if (!tx) return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
     tx->s = s;
-    tx->d = d;
-    if (s->drv->serial_writes) pthread_mutex_lock(&s->write_lock);
-    status rc = s->drv->begin(d, e);
+    status rc = ST_OK;
+    if (s->drv->serial_writes) {
+        pthread_mutex_lock(&s->write_lock);
+        if (!s->writer) rc = s->drv->connect(s, &s->writer, e);
+        tx->d = s->writer;
+    } else {
+        tx->d = store_db(s, e);
+        if (!tx->d) rc = e ? e->code : ST_IO;
+    }
+    if (rc == ST_OK) rc = s->drv->begin(tx->d, e);
     if (rc != ST_OK) {
         if (s->drv->serial_writes) pthread_mutex_unlock(&s->write_lock);
         free(tx);
@@ -251,10 +288,16 @@ static int64_t next_stamp(void) {
     }
 }
 
+/* New ids are UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then
+ * random bits. Time-ordered ids append to the (rtype, id) index instead of
+ * landing on a random leaf page each, which cuts the pages every write
+ * transaction dirties (and the WAL it writes) considerably. */
 void store_new_id(char out[37]) {
     unsigned char r[16];
     randombytes_buf(r, sizeof r);
-    r[6] = (r[6] & 0x0f) | 0x40; /* version 4 */
+    uint64_t ms = (uint64_t)(fhir_now_usec() / 1000);
+    for (int i = 0; i < 6; i++) r[i] = (unsigned char)(ms >> (40 - 8 * i));
+    r[6] = (r[6] & 0x0f) | 0x70; /* version 7 */
     r[8] = (r[8] & 0x3f) | 0x80; /* variant 10 */
     static const char hex[] = "0123456789abcdef";
     int j = 0;
@@ -429,59 +472,75 @@ static status write_index(store_txn *tx, int64_t pkey, int64_t rkey, const idx_r
     return ST_OK;
 }
 
-/* Put id, meta.versionId, meta.lastUpdated into `res`, keeping the
- * conventional order resourceType, id, meta, then the rest. */
-static void stamp(json_t *res, const char *id, int64_t version, int64_t usec) {
+/* Stamp `res` (id, meta.versionId, meta.lastUpdated) and serialise it with
+ * the conventional leading members: {"resourceType","id","meta",...rest}.
+ * Rather than rebuilding the object in that order, the three are taken out,
+ * the rest is serialised, and the text is spliced — then they are put back
+ * (member order inside the json_t does not matter after this). Returns
+ * malloc'd text or NULL. */
+static char *stamp_and_serialise(json_t *res, const char *type, const char *id, int64_t version, int64_t usec) {
     json_t *meta = json_object_get(res, "meta");
-    if (!json_is_object(meta)) {
-        meta = json_object();
-        json_object_set_new(res, "meta", meta);
-    }
+    if (json_is_object(meta)) json_incref(meta);
+    else meta = json_object();
     char tmp[32];
     snprintf(tmp, sizeof tmp, "%lld", (long long)version);
     json_object_set_new(meta, "versionId", json_string(tmp));
     fhir_instant_format(usec, tmp);
     json_object_set_new(meta, "lastUpdated", json_string(tmp));
-    json_object_set_new(res, "id", json_string(id));
-    /* reorder: take the other keys out and put them back after the first three */
-    const char *first[] = {"resourceType", "id", "meta"};
-    json_t *rest = json_object();
-    const char *k;
-    json_t *v;
-    void *tmpit;
-    json_object_foreach_safe(res, tmpit, k, v) {
-        if (strcmp(k, first[0]) && strcmp(k, first[1]) && strcmp(k, first[2])) {
-            json_object_set(rest, k, v);
-            json_object_del(res, k);
+    json_object_del(res, "resourceType");
+    json_object_del(res, "id");
+    json_object_del(res, "meta");
+    char *rest = json_dumps(res, JSON_COMPACT);
+    char *metas = json_dumps(meta, JSON_COMPACT);
+    char *out = NULL;
+    if (rest && metas) {
+        buf b = {0};
+        buf_puts(&b, "{\"resourceType\":\"");
+        buf_json_escape(&b, type, strlen(type));
+        buf_puts(&b, "\",\"id\":\"");
+        buf_json_escape(&b, id, strlen(id));
+        buf_puts(&b, "\",\"meta\":");
+        buf_puts(&b, metas);
+        size_t rl = strlen(rest);
+        if (rl > 2) { /* "{...}" with members */
+            buf_putc(&b, ',');
+            buf_append(&b, rest + 1, rl - 1);
+        } else {
+            buf_putc(&b, '}');
         }
+        out = buf_take(&b);
     }
-    json_t *rt = json_incref(json_object_get(res, "resourceType"));
-    json_t *idv = json_incref(json_object_get(res, "id"));
-    json_t *mv = json_incref(meta);
-    json_object_clear(res);
-    json_object_set_new(res, "resourceType", rt);
-    json_object_set_new(res, "id", idv);
-    json_object_set_new(res, "meta", mv);
-    json_object_update(res, rest);
-    json_decref(rest);
+    free(rest);
+    free(metas);
+    json_object_set_new(res, "resourceType", json_string(type));
+    json_object_set_new(res, "id", json_string(id));
+    json_object_set_new(res, "meta", meta);
+    return out;
 }
 
 status store_put(store_txn *tx, json_t *res, const char *id, int64_t if_match, int create_only, store_meta *out,
-                 int *created, err *e) {
+                 int *created, char **body_out, err *e) {
     const db_driver *drv = tx->s->drv;
     status rc = ST_OK;
     char idbuf[37];
     char *body = NULL;
     db_stmt *st = NULL;
-    const char *type = json_string_value(json_object_get(res, "resourceType"));
-    if (!type || !fhir_resource_type(type))
-        return err_set(e, ST_INVALID, "invalid", "resourceType", "unknown resource type");
+    /* the type's name from the static model table: `res` is re-built below */
+    const fhir_type *rt = fhir_resource_type(json_string_value(json_object_get(res, "resourceType")));
+    if (!rt) return err_set(e, ST_INVALID, "invalid", "resourceType", "unknown resource type");
+    const char *type = rt->name;
     if (!id) {
         store_new_id(idbuf);
         id = idbuf;
     }
-    if (strlen(id) >= sizeof out->id) return err_set(e, ST_INVALID, "value", "id", "id is longer than 64 characters");
+    if (strlen(id) > 64) return err_set(e, ST_INVALID, "value", "id", "id is longer than 64 characters");
+    /* own copy: `id` may point into `res`, which is re-built below */
+    char idcopy[72];
+    snprintf(idcopy, sizeof idcopy, "%s", id);
+    id = idcopy;
     current_row cur;
+    int attempts = 0;
+retry:
     rc = load_current(tx, type, id, &cur, e);
     if (rc != ST_OK) goto out;
     if (create_only && cur.exists && !cur.deleted) {
@@ -496,8 +555,7 @@ status store_put(store_txn *tx, json_t *res, const char *id, int64_t if_match, i
     }
     int64_t version = cur.exists ? cur.version + 1 : 1;
     int64_t now = next_stamp();
-    stamp(res, id, version, now);
-    body = json_dumps(res, JSON_COMPACT);
+    body = stamp_and_serialise(res, type, id, version, now);
     if (!body) {
         rc = err_set(e, ST_NOMEM, "exception", NULL, "cannot serialise resource");
         goto out;
@@ -527,8 +585,11 @@ status store_put(store_txn *tx, json_t *res, const char *id, int64_t if_match, i
         if (drv->step(st, e) < 0) rc = ST_IO;
         drv->done(st);
     } else {
+        /* ON CONFLICT: another transaction created this id after we looked
+         * (PostgreSQL; SQLite serialises writers). Read it again and write
+         * the next version on top, or refuse if we were asked to create. */
         static const char ins[] = "INSERT INTO resource (pkey, rtype, id, version, updated, deleted, body)"
-                                  " VALUES (?, ?, ?, 1, ?, 0, ?) RETURNING rkey";
+                                  " VALUES (?, ?, ?, 1, ?, 0, ?) ON CONFLICT (rtype, id) DO NOTHING RETURNING rkey";
         rc = drv->prepare(tx->d, ins, 1, &st, e);
         if (rc != ST_OK) goto out;
         drv->bind_int(st, 1, pkey);
@@ -540,10 +601,20 @@ status store_put(store_txn *tx, json_t *res, const char *id, int64_t if_match, i
         if (r == 1) {
             rkey = drv->col_int(st, 0);
             while (drv->step(st, e) == 1) {}
-        } else {
-            rc = r < 0 ? (e ? e->code : ST_IO) : err_set(e, ST_IO, "exception", NULL, "insert returned no key");
+        } else if (r < 0) {
+            rc = e ? e->code : ST_IO;
         }
         drv->done(st);
+        if (r == 0) {
+            free(body);
+            body = NULL;
+            arena_reset(&tx->a);
+            if (create_only || ++attempts > 3) {
+                rc = err_set(e, ST_CONFLICT, "duplicate", "id", "%s/%s was created concurrently", type, id);
+                goto out;
+            }
+            goto retry;
+        }
     }
     if (rc != ST_OK) goto out;
     rc = write_index(tx, pkey, rkey, &rows, e);
@@ -556,6 +627,10 @@ status store_put(store_txn *tx, json_t *res, const char *id, int64_t if_match, i
         out->deleted = 0;
     }
     if (created) *created = !cur.exists || cur.deleted;
+    if (body_out) {
+        *body_out = body;
+        body = NULL;
+    }
 out:
     free(body);
     arena_reset(&tx->a);
@@ -800,6 +875,13 @@ status store_everything(store *s, const char *patient_id, store_items *out, err 
     if (rc != ST_OK) goto out;
     drv->bind_int(st, 1, pkey);
     drv->bind_text(st, 2, patient_id, -1);
+    rc = collect(s, st, out, 0, e);
+    drv->done(st);
+    if (rc != ST_OK) goto out;
+    rc = drv->prepare(d, s->everything_refs_sql, 1, &st, e);
+    if (rc != ST_OK) goto out;
+    drv->bind_text(st, 1, patient_id, -1);
+    drv->bind_int(st, 2, pkey);
     rc = collect(s, st, out, 0, e);
     drv->done(st);
     if (rc != ST_OK) goto out;

@@ -67,9 +67,10 @@ void store_rollback(store_txn *tx);         /* frees tx */
  *   create_only: fail with ST_CONFLICT if the resource exists (and is not
  *                deleted)
  * `*created` is set to 1 when this made version 1 (or revived a deleted
- * resource), 0 for an update. */
+ * resource), 0 for an update. `body` (may be NULL) receives the stored JSON
+ * text, malloc'd, for the caller to free. */
 status store_put(store_txn *tx, json_t *res, const char *id, int64_t if_match, int create_only,
-                 store_meta *out, int *created, err *e);
+                 store_meta *out, int *created, char **body, err *e);
 /* Delete (a new, deleted version). Deleting a missing or already deleted
  * resource succeeds with out->version = 0 (nothing written). */
 status store_delete(store_txn *tx, const char *type, const char *id, store_meta *out, err *e);

@@ -59,7 +59,9 @@ struct store {
     pthread_mutex_t lock;       /* guards conns list */
     pthread_mutex_t write_lock; /* serialises write txns when drv->serial_writes */
     db_conn_link *conns;
+    db *writer;                 /* the one write connection when drv->serial_writes */
     int *param_ids; /* database id of each fhir_search_params[i], 0 if none */
+    char *everything_refs_sql; /* built at open from the compartment table */
 };
 
 /* A connection as seen by store.c: the driver's handle plus its owner. */

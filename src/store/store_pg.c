@@ -181,7 +181,8 @@ static void pg_bind_int(db_stmt *st, int idx, int64_t v) {
     set_val(st, idx, strdup(tmp));
 }
 static void pg_bind_text(db_stmt *st, int idx, const char *s, int n) {
-    set_val(st, idx, n < 0 ? strdup(s) : strndup(s, (size_t)n));
+    if (!s) set_val(st, idx, NULL);
+    else set_val(st, idx, n < 0 ? strdup(s) : strndup(s, (size_t)n));
 }
 static void pg_bind_double(db_stmt *st, int idx, double v) {
     char tmp[40];

@@ -281,8 +281,13 @@ static status value_cond(qb *q, const search_clause *c, const search_value *v, e
 
 static status clause_sql(qb *q, const char *alias, const search_clause *c, int64_t pkey, err *e) {
     status rc = ST_OK;
+    if (c->modifier == MOD_MISSING && c->target != ST_PARAM) {
+        /* every resource has an id and a lastUpdated */
+        if (c->missing) sql(q, " AND 1 = 0");
+        return ST_OK;
+    }
     if (c->target == ST_ID) {
-        buf_printf(&q->sql, " AND %s.id IN (", alias);
+        buf_printf(&q->sql, " AND %s.id %s (", alias, c->modifier == MOD_NOT ? "NOT IN" : "IN");
         for (int i = 0; i < c->n_values; i++) {
             sql(q, i ? ", ?" : "?");
             bt(q, c->values[i].code);
@@ -362,11 +367,44 @@ static void strip_patient(const char *in, char *out, size_t n) {
     out[j] = 0;
 }
 
+/* Does every branch of the path program reach at most one value? (Each
+ * step an element of cardinality ..1; unknown steps count as many.) */
+static int path_single_valued(const char *rtype, const char *path) {
+    char el[256];
+    for (const char *br = path; *br;) {
+        size_t n = (size_t)snprintf(el, sizeof el, "%s", rtype);
+        const char *p = br;
+        while (*p && *p != '|') {
+            const char *q = p;
+            while (*q && strchr(".|[:@?!", *q) == NULL) q++;
+            if (n + 1 + (size_t)(q - p) + 4 >= sizeof el) return 0;
+            el[n++] = '.';
+            memcpy(el + n, p, (size_t)(q - p));
+            n += (size_t)(q - p);
+            if (strncmp(q, "[x]", 3) == 0) {
+                memcpy(el + n, "[x]", 3);
+                n += 3;
+            }
+            el[n] = 0;
+            const fhir_element *fe = fhir_element_find(el);
+            if (!fe || fe->many) return 0;
+            while (*q && *q != '.' && *q != '|') q++; /* skip suffixes */
+            p = *q == '.' ? q + 1 : q;
+        }
+        br = *p == '|' ? p + 1 : p;
+    }
+    return 1;
+}
+
 /* Is `sp` the parameter through which the type's resources get their
- * patient key (the first of its compartment parameters)? */
+ * patient key (the first of its compartment parameters), and does it name
+ * exactly one patient per resource? Only then does "param = Patient/X"
+ * imply pkey = key(X). (Group.member names many patients; a Patient's own
+ * key is itself, not its links.) */
 static int primary_patient_param(const char *rtype, const fhir_search_param *sp) {
     const fhir_compartment *comp = fhir_compartment_find(rtype);
-    if (!comp || !sp->path) return 0;
+    if (!comp || !sp->path || strcmp(rtype, "Patient") == 0) return 0;
+    if (!path_single_valued(rtype, sp->path)) return 0;
     char first[64];
     size_t n = strcspn(comp->params, "|");
     if (n >= sizeof first) return 0;

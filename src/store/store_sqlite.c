@@ -97,6 +97,12 @@ static status sq_connect(store *s, db **out, err *e) {
         sqlite3_free(msg);
         goto out;
     }
+    const char *extra = getenv("CONCORD_SQLITE_PRAGMAS"); /* tuning experiments */
+    if (extra && sqlite3_exec(d->h, extra, NULL, NULL, &msg) != SQLITE_OK) {
+        rc = err_set(e, ST_IO, "exception", NULL, "CONCORD_SQLITE_PRAGMAS: %s", msg ? msg : "?");
+        sqlite3_free(msg);
+        goto out;
+    }
 out:
     if (rc != ST_OK) {
         if (d->h) sqlite3_close(d->h);
@@ -170,7 +176,8 @@ static status sq_prepare(db *d, const char *sql, int cache, db_stmt **out, err *
 
 static void sq_bind_int(db_stmt *st, int idx, int64_t v) { sqlite3_bind_int64(st->st, idx, v); }
 static void sq_bind_text(db_stmt *st, int idx, const char *s, int n) {
-    sqlite3_bind_text(st->st, idx, s, n, SQLITE_TRANSIENT);
+    if (!s) sqlite3_bind_null(st->st, idx);
+    else sqlite3_bind_text(st->st, idx, s, n, SQLITE_TRANSIENT);
 }
 static void sq_bind_double(db_stmt *st, int idx, double v) { sqlite3_bind_double(st->st, idx, v); }
 static void sq_bind_null(db_stmt *st, int idx) { sqlite3_bind_null(st->st, idx); }
