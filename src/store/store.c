@@ -241,7 +241,14 @@ status store_begin(store *s, store_txn **out, err *e) {
     status rc = ST_OK;
     if (s->drv->serial_writes) {
         pthread_mutex_lock(&s->write_lock);
-        if (!s->writer) rc = s->drv->connect(s, &s->writer, e);
+        if (!s->writer) {
+            rc = s->drv->connect(s, &s->writer, e);
+            if (rc == ST_OK && s->drv->writer_setup) rc = s->drv->exec(s->writer, s->drv->writer_setup, e);
+            if (rc != ST_OK && s->writer) {
+                s->drv->disconnect(s->writer);
+                s->writer = NULL;
+            }
+        }
         tx->d = s->writer;
     } else {
         tx->d = store_db(s, e);

@@ -26,7 +26,8 @@ typedef struct db_stmt db_stmt;
 typedef struct db_driver {
     const char *name;
     const char *for_update; /* suffix that locks selected rows in a write txn */
-    int serial_writes;      /* 1: the driver serialises write txns itself (SQLite) */
+    int serial_writes;      /* 1: one writer at a time, through one shared connection (SQLite) */
+    const char *writer_setup; /* SQL run once on that shared write connection, or NULL */
     status (*connect)(store *s, db **out, err *e);
     void (*disconnect)(db *d);
     status (*exec)(db *d, const char *sql, err *e);

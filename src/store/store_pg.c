@@ -275,6 +275,7 @@ const db_driver db_pg_driver = {
     .name = "postgresql",
     .for_update = " FOR UPDATE",
     .serial_writes = 0,
+    .writer_setup = NULL,
     .connect = pg_connect,
     .disconnect = pg_disconnect,
     .exec = pg_exec,
