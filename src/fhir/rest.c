@@ -26,6 +26,7 @@
 
 #include "../base/log.h"
 #include "fhirdate.h"
+#include "json.h"
 #include "model.h"
 #include "search.h"
 #include "validate.h"
@@ -114,7 +115,7 @@ static json_t *parse_body(const rest_request *rq, rest_response *rs) {
         return NULL;
     }
     json_error_t je;
-    json_t *j = json_loadb(rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = fhir_json_load(rq->body, rq->body_len, &je);
     if (!j) {
         char where[64];
         snprintf(where, sizeof where, "line %d, column %d", je.line, je.column);
@@ -215,10 +216,16 @@ static status do_update(store_txn *tx, json_t *res, const char *type, const char
                         int validated, int want_body, write_result *wr, err *e) {
     status rc = check_type(res, type, e);
     if (rc != ST_OK) return rc;
-    const char *bid = json_string_value(json_object_get(res, "id"));
-    if (!bid) return err_set(e, ST_INVALID, "required", "id", "an update must carry the resource's id in the body");
+    char where[96];
+    snprintf(where, sizeof where, "%s.id", type);
+    json_t *jid = json_object_get(res, "id");
+    if (!jid) return err_set(e, ST_INVALID, "required", where, "an update must carry the resource's id in the body");
+    if (!json_is_string(jid)) return err_set(e, ST_INVALID, "structure", where, "id must be a JSON string");
+    const char *bid = json_string_value(jid);
+    if (!fhir_id_valid(bid))
+        return err_set(e, ST_INVALID, "value", where, "'%s' is not a valid id (1-64 of A-Z a-z 0-9 - .)", bid);
     if (strcmp(bid, id) != 0)
-        return err_set(e, ST_INVALID, "invalid", "id", "the body's id '%s' does not match the URL's '%s'", bid, id);
+        return err_set(e, ST_INVALID, "invalid", where, "the body's id '%s' does not match the URL's '%s'", bid, id);
     if (!validated) {
         rc = fhir_validate(res, type, e);
         if (rc != ST_OK) return rc;
@@ -583,7 +590,9 @@ typedef struct entry_job {
     const char *query;    /* after '?' in request.url, or NULL */
     json_t *resource;     /* borrowed from the bundle */
     const char *if_match, *if_none_exist;
-    int validated; /* resource validated with its Bundle */
+    const char *full_url; /* urn:uuid: fullUrl of a transaction entry */
+    int validated;        /* resource validated with its Bundle */
+    int matched;          /* conditional create matched an existing resource */
     /* results */
     int status;
     write_result wr;
@@ -644,7 +653,8 @@ static status run_entry(rest_ctx *ctx, const rest_request *rq, store_txn *tx, en
     status rc = ST_OK;
     if (strcmp(job->method, "POST") == 0) {
         if (!job->resource) return err_set(e, ST_INVALID, "required", where, "POST entry without a resource");
-        rc = do_create(tx, job->resource, job->type, job->if_none_exist, job->id[0] ? job->id : NULL, job->validated, want_body,
+        rc = do_create(tx, job->resource, job->type, job->full_url || job->id[0] ? NULL : job->if_none_exist,
+                       job->id[0] ? job->id : NULL, job->validated, want_body,
                        &job->wr, e);
         job->status = job->wr.created ? 201 : 200;
     } else if (strcmp(job->method, "PUT") == 0) {
@@ -755,6 +765,7 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
     if (!bundle) return;
     entry_job *jobs = NULL;
     json_t *map = json_object();
+    json_t *seen = json_object(); /* fullUrls */
     size_t n = 0;
     status rc = check_type(bundle, "Bundle", &e);
     const char *btype = json_string_value(json_object_get(bundle, "type"));
@@ -813,8 +824,18 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
         job->if_none_exist = json_string_value(json_object_get(req, "ifNoneExist"));
         job->resource = json_object_get(en, "resource");
         const char *full = json_string_value(json_object_get(en, "fullUrl"));
+        if (full) {
+            /* bdl-7: fullUrl is unique within a Bundle */
+            if (json_object_get(seen, full)) {
+                rc = err_set(&e, ST_INVALID, "invalid", where, "fullUrl %s appears more than once in the Bundle",
+                             full);
+                break;
+            }
+            json_object_set_new(seen, full, json_true());
+        }
         if (transaction && full && strncmp(full, "urn:uuid:", 9) == 0) {
-            if (strcmp(job->method, "POST") == 0) {
+            job->full_url = full;
+            if (strcmp(job->method, "POST") == 0 && !job->if_none_exist) {
                 char id[37];
                 store_new_id(id);
                 snprintf(job->id, sizeof job->id, "%s", id);
@@ -830,15 +851,45 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
         rest_error(rs, &e);
         goto out;
     }
-    if (json_object_size(map)) rewrite_refs(entries, map);
     int with_resource = prefer_has(rq->prefer, "return=representation");
 
     if (transaction) {
         store_txn *tx = NULL;
         rc = store_begin(ctx->store, &tx, &e);
+        /* conditional creates first: a reference to the entry's fullUrl must
+         * resolve to the resource that matched, when one did */
+        for (size_t i = 0; rc == ST_OK && i < n; i++) {
+            entry_job *job = &jobs[i];
+            if (strcmp(job->method, "POST") != 0 || !job->if_none_exist) continue;
+            store_items it = {0};
+            rc = match_criteria(tx, job->type, job->if_none_exist, &it, &e);
+            if (rc == ST_OK && it.n > 1)
+                rc = err_set(&e, ST_PRECONDITION, "multiple-matches", NULL,
+                             "Bundle.entry[%zu]: ifNoneExist '%s' matches more than one %s", i, job->if_none_exist,
+                             job->type);
+            if (rc == ST_OK && it.n == 1) {
+                job->matched = 1;
+                job->status = 200;
+                job->wr.meta = it.v[0].meta;
+                job->wr.body = it.v[0].body;
+                it.v[0].body = NULL;
+                snprintf(job->id, sizeof job->id, "%s", it.v[0].meta.id);
+            } else if (rc == ST_OK) {
+                char id[37];
+                store_new_id(id);
+                snprintf(job->id, sizeof job->id, "%s", id);
+            }
+            store_items_free(&it);
+            if (rc == ST_OK && job->full_url) {
+                char ref[160];
+                snprintf(ref, sizeof ref, "%s/%s", job->type, job->id);
+                json_object_set_new(map, job->full_url, json_string(ref));
+            }
+        }
+        if (json_object_size(map)) rewrite_refs(entries, map);
         for (int pass = 0; rc == ST_OK && pass < 4; pass++) {
             for (size_t i = 0; rc == ST_OK && i < n; i++) {
-                if (method_order(jobs[i].method) != pass) continue;
+                if (method_order(jobs[i].method) != pass || jobs[i].matched) continue;
                 rc = run_entry(ctx, rq, tx, &jobs[i], with_resource, &e);
             }
         }
@@ -885,6 +936,7 @@ out:
     }
     free(jobs);
     json_decref(map);
+    json_decref(seen);
     json_decref(bundle);
     (void)v;
 }
@@ -916,7 +968,7 @@ static const struct route {
     {"GET", {"{type}", "{id}", "_history", "{vid}"}, h_read},
 };
 
-void rest_handle(rest_ctx *ctx, const rest_request *rq, rest_response *rs) {
+static void route(rest_ctx *ctx, const rest_request *rq, rest_response *rs) {
     char path[1024];
     char *seg[5];
     int nseg = 0;
@@ -976,6 +1028,11 @@ void rest_handle(rest_ctx *ctx, const rest_request *rq, rest_response *rs) {
          rq->path && *rq->path ? rq->path : "/");
 }
 
+void rest_handle(rest_ctx *ctx, const rest_request *rq, rest_response *rs) {
+    route(ctx, rq, rs);
+    fhir_json_release(); /* decimals remembered while parsing this request */
+}
+
 /* ---- CapabilityStatement -------------------------------------------- */
 
 static json_t *capability_build(rest_ctx *ctx, const char *base_url) {
@@ -1031,6 +1088,8 @@ static json_t *capability_build(rest_ctx *ctx, const char *base_url) {
             for (size_t k = 0; sp && k < cnt; k++) {
                 if (!sp[k].path || sp[k].type == SP_COMPOSITE || sp[k].type == SP_SPECIAL) continue;
                 if (b > 0 && strcmp(t->name, "Resource") == 0) continue;
+                /* listed above: answered from the resource's own columns */
+                if (strcmp(sp[k].code, "_id") == 0 || strcmp(sp[k].code, "_lastUpdated") == 0) continue;
                 json_array_append_new(sps, json_pack("{ssss}", "name", sp[k].code, "type", sp_type_name(sp[k].type)));
                 if (sp[k].type == SP_REFERENCE && b == 0) {
                     char inc[160];

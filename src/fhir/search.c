@@ -214,6 +214,26 @@ static status parse_value(arena *a, const search_clause *c, const char *raw, sea
         if (fhir_date_range(v, strlen(v), &out->lo, &out->hi) != 0)
             return err_set(e, ST_INVALID, "value", where,
                            "'%s' is not a date: expected [prefix]YYYY[-MM[-DD[Thh:mm[:ss][zone]]]]", raw);
+        out->lo_us = out->lo * 1000000;
+        out->hi_us = out->hi * 1000000 + 999999;
+        /* a fraction of a second narrows the range to its own precision:
+         * "...:30.25" is [30.250000, 30.259999] */
+        const char *dot = strchr(v, '.');
+        if (dot && strchr(v, 'T')) {
+            int64_t frac = 0, unit = 1000000;
+            int digits = 0;
+            for (const char *p = dot + 1; *p >= '0' && *p <= '9'; p++) {
+                if (digits < 6) {
+                    unit /= 10;
+                    frac += (*p - '0') * unit;
+                }
+                digits++;
+            }
+            if (digits > 0) {
+                out->lo_us = out->lo * 1000000 + frac;
+                out->hi_us = out->lo_us + (digits >= 6 ? 1 : unit) - 1;
+            }
+        }
         return ST_OK;
     }
     case SP_NUMBER: {

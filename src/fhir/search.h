@@ -48,8 +48,11 @@ typedef struct search_value {
     const char *system, *code;
     /* string / uri / _id */
     const char *text;
-    /* date / _lastUpdated: [lo, hi] seconds */
+    /* date / _lastUpdated: [lo, hi] seconds; [lo_us, hi_us] microseconds,
+     * to the precision written (fractions of a second count for
+     * _lastUpdated, which the store keeps in microseconds) */
     int64_t lo, hi;
+    int64_t lo_us, hi_us;
     /* number / quantity: value and its implied range */
     double num, nlo, nhi;
     /* reference: type may be NULL; id; or an absolute url */

@@ -35,6 +35,7 @@ struct http_server {
     char base[256];
     int port;
     _Atomic unsigned long next_id;
+    _Atomic long active; /* requests fully received and not yet completed */
     pthread_mutex_t counts_lock;
     char *counts_html;
     time_t counts_at;
@@ -43,6 +44,7 @@ struct http_server {
 typedef struct request {
     buf body;
     int too_large;
+    int counted; /* included in http_server.active */
     char rid[20];
     struct timespec t0;
 } request;
@@ -75,8 +77,10 @@ static enum MHD_Result send_buf(struct MHD_Connection *c, int status, const char
 
 static void request_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                               enum MHD_RequestTerminationCode toe) {
+    http_server *h = cls;
     request *rq = *con_cls;
     if (!rq) return;
+    if (rq->counted) atomic_fetch_sub(&h->active, 1);
     buf_free(&rq->body);
     free(rq);
     *con_cls = NULL;
@@ -130,6 +134,13 @@ static void landing_page(http_server *h, buf *b) {
     buf_puts(b, h->counts_html);
     pthread_mutex_unlock(&h->counts_lock);
     buf_puts(b, "</body></html>");
+}
+
+static int hexdig(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
 }
 
 static const char *header(struct MHD_Connection *c, const char *name) {
@@ -187,6 +198,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_size = 0;
         return MHD_YES;
     }
+    /* the whole request has arrived: from here it runs to completion, and
+     * shutdown waits for it (one still uploading is simply dropped) */
+    rq->counted = 1;
+    atomic_fetch_add(&h->active, 1);
     log_set_request_id(rq->rid);
     rest_response rs = {0};
     enum MHD_Result ret;
@@ -237,6 +252,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return ret;
 }
 
+/* Percent-decoding for URLs and query arguments, in place. "%00" is left
+ * as written: a decoded NUL would silently cut the path short (so that
+ * /fhir/Patient/%00x became a search of all patients); left alone it is an
+ * invalid id or value and gets a precise error. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        int hi, lo;
+        if (*r == '%' && (hi = hexdig(r[1])) >= 0 && (lo = hexdig(r[2])) >= 0 && (hi | lo)) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 2;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = 0;
+    return (size_t)(w - s);
+}
+
 static void log_mhd(void *cls, const char *fmt, va_list ap) {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -265,10 +299,17 @@ status http_start(store *s, const http_config *cfg, http_server **out, err *e) {
         free(h);
         return err_set(e, ST_INVALID, "invalid", "--http", "'%s' is not an IPv4 address", cfg->addr);
     }
-    h->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+    /* MHD_USE_ITC lets http_stop quiesce the listener. The connection memory
+     * limit bounds a request's head (URL, headers): 256 KiB takes long
+     * search URLs, which libmicrohttpd would otherwise refuse with an HTML
+     * page of its own. */
+    h->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC, 0,
+                            NULL, NULL,
                             on_request, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE,
                             (unsigned)threads, MHD_OPTION_NOTIFY_COMPLETED, request_completed, h,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024), MHD_OPTION_UNESCAPE_CALLBACK,
+                            unescape, h,
                             MHD_OPTION_EXTERNAL_LOGGER, log_mhd, h, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
                             MHD_OPTION_END);
     if (!h->d) {
@@ -293,7 +334,16 @@ int http_port(const http_server *h) { return h->port; }
 
 void http_stop(http_server *h) {
     if (!h) return;
-    /* MHD_stop_daemon lets each worker finish the request it is in */
+    /* stop accepting; let every request already begun run to completion and
+     * its response be sent (a client must never lose the acknowledgement of
+     * a write that was committed), for up to a minute; then close */
+    MHD_socket ls = MHD_quiesce_daemon(h->d);
+    if (ls != MHD_INVALID_SOCKET) close(ls);
+    for (int i = 0; i < 6000 && atomic_load(&h->active) > 0; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&h->active) > 0) log_warn("http: %ld requests still running at shutdown", atomic_load(&h->active));
     MHD_stop_daemon(h->d);
     pthread_mutex_destroy(&h->counts_lock);
     free(h->counts_html);

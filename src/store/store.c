@@ -24,6 +24,7 @@
 #include "../base/log.h"
 #include "../fhir/fhirdate.h"
 #include "../fhir/index.h"
+#include "../fhir/json.h"
 #include "../fhir/model.h"
 #include "store_int.h"
 
@@ -497,28 +498,21 @@ static char *stamp_and_serialise(json_t *res, const char *type, const char *id, 
     json_object_del(res, "resourceType");
     json_object_del(res, "id");
     json_object_del(res, "meta");
-    char *rest = json_dumps(res, JSON_COMPACT);
-    char *metas = json_dumps(meta, JSON_COMPACT);
-    char *out = NULL;
-    if (rest && metas) {
-        buf b = {0};
-        buf_puts(&b, "{\"resourceType\":\"");
-        buf_json_escape(&b, type, strlen(type));
-        buf_puts(&b, "\",\"id\":\"");
-        buf_json_escape(&b, id, strlen(id));
-        buf_puts(&b, "\",\"meta\":");
-        buf_puts(&b, metas);
-        size_t rl = strlen(rest);
-        if (rl > 2) { /* "{...}" with members */
-            buf_putc(&b, ',');
-            buf_append(&b, rest + 1, rl - 1);
-        } else {
-            buf_putc(&b, '}');
-        }
-        out = buf_take(&b);
+    buf b = {0};
+    buf_puts(&b, "{\"resourceType\":\"");
+    buf_json_escape(&b, type, strlen(type));
+    buf_puts(&b, "\",\"id\":\"");
+    buf_json_escape(&b, id, strlen(id));
+    buf_puts(&b, "\",\"meta\":");
+    fhir_json_dump(meta, &b);
+    if (json_object_size(res)) {
+        size_t at = b.len;
+        fhir_json_dump(res, &b); /* "{...}": replace its '{' with ',' */
+        b.p[at] = ',';
+    } else {
+        buf_putc(&b, '}');
     }
-    free(rest);
-    free(metas);
+    char *out = buf_take(&b);
     json_object_set_new(res, "resourceType", json_string(type));
     json_object_set_new(res, "id", json_string(id));
     json_object_set_new(res, "meta", meta);

@@ -24,7 +24,7 @@
 #include "store_int.h"
 
 #define PG_CACHE_SLOTS 128
-#define PG_MAX_PARAMS 2000
+#define PG_MAX_PARAMS 32766 /* as SQLite's default, under PostgreSQL's 65535 */
 
 struct db_stmt {
     db *owner;

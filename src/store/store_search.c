@@ -303,7 +303,7 @@ static status clause_sql(qb *q, const char *alias, const search_clause *c, int64
             snprintf(col, sizeof col, "%s.updated", alias);
             if (i) sql(q, " OR ");
             sql(q, "(");
-            range_cond(q, v->prefix, col, col, 1, v->lo * 1000000, v->hi * 1000000 + 999999, 0, 0);
+            range_cond(q, v->prefix, col, col, 1, v->lo_us, v->hi_us, 0, 0);
             sql(q, ")");
         }
         sql(q, ")");
