@@ -28,5 +28,6 @@ int cli_open_store(const cli_opts *o, int migrate, store **s);
 int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const char *base, void *), void *arg);
 
 int cmd_demo(int argc, char **argv);
+int cmd_synth(int argc, char **argv); /* synth.c */
 
 #endif

@@ -179,6 +179,7 @@ static const struct command {
 } commands[] = {
     {"serve", cmd_serve, "run the server: FHIR R4 API at /fhir, landing page at /"},
     {"demo", cmd_demo, "load a demonstration population (if the store is empty) and serve it"},
+    {"synth", cmd_synth, "generate a synthetic population and every care setting's feeds about it"},
     {"migrate", cmd_migrate, "apply pending schema migrations and exit"},
     {"help", cmd_help, "show this help"},
 };
