@@ -7,6 +7,7 @@
  */
 #include "json.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,18 @@ typedef struct dec_entry {
 static _Thread_local dec_entry *dec_tab;
 static _Thread_local size_t dec_cap, dec_n;
 static _Thread_local arena dec_arena;
+static pthread_key_t dec_key;
+static pthread_once_t dec_once = PTHREAD_ONCE_INIT;
+
+/* Worker threads come and go (the HTTP pool is stopped at shutdown): free
+ * this thread's table when it exits. */
+static void dec_thread_exit(void *unused) {
+    free(dec_tab);
+    dec_tab = NULL;
+    dec_cap = dec_n = 0;
+    arena_free(&dec_arena);
+}
+static void dec_key_create(void) { pthread_key_create(&dec_key, dec_thread_exit); }
 
 static size_t slot_of(const json_t *p, size_t cap) {
     uintptr_t k = (uintptr_t)p;
@@ -136,8 +149,11 @@ json_t *fhir_json_load(const char *text, size_t n, json_error_t *je) {
         json_t **reals = NULL;
         size_t nr = 0, cap = 0;
         collect_reals(j, &reals, &nr, &cap);
-        if (nr == t.n)
+        if (nr == t.n) {
+            pthread_once(&dec_once, dec_key_create);
+            pthread_setspecific(dec_key, &dec_cap); /* any non-NULL: arms the destructor */
             for (size_t i = 0; i < nr; i++) dec_put(reals[i], arena_strndup(&dec_arena, t.v[i], t.len[i]));
+        }
         free(reals);
     }
     free(t.v);
