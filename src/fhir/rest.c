@@ -182,10 +182,26 @@ static status match_criteria(store_txn *tx, const char *type, const char *criter
 
 /* `validated`: the resource was already validated (as part of its Bundle).
  * `want_body`: keep the stored JSON in wr->body for the response. */
-static status do_create(store_txn *tx, json_t *res, const char *type, const char *if_none_exist, const char *id,
-                        int validated, int want_body, write_result *wr, err *e) {
+/* The part of a create that needs no transaction: type check, the
+ * server-assigned id, validation (unless done with the Bundle), and the
+ * store's preparation (stamping, serialising, index extraction) — done
+ * before the write lock so that concurrent requests do it in parallel. */
+static status prepare_create(json_t *res, const char *type, const char *id, int validated, store_prep **prep,
+                             err *e) {
     status rc = check_type(res, type, e);
     if (rc != ST_OK) return rc;
+    json_object_del(res, "id"); /* the server assigns the id of a created resource */
+    if (!validated) {
+        rc = fhir_validate(res, type, e);
+        if (rc != ST_OK) return rc;
+    }
+    return store_prepare(res, id, prep, e);
+}
+
+/* `prep` from prepare_create, or NULL to do it all here. */
+static status do_create(store_txn *tx, json_t *res, const char *type, const char *if_none_exist, const char *id,
+                        int validated, int want_body, store_prep *prep, write_result *wr, err *e) {
+    status rc = ST_OK;
     if (if_none_exist && *if_none_exist) {
         store_items it = {0};
         rc = match_criteria(tx, type, if_none_exist, &it, e);
@@ -201,15 +217,15 @@ static status do_create(store_txn *tx, json_t *res, const char *type, const char
         store_items_free(&it);
         if (rc != ST_OK || wr->unchanged) return rc;
     }
-    /* the server assigns the id of a created resource */
+    if (prep) return store_put_prepared(tx, prep, 1, &wr->meta, &wr->created, want_body ? &wr->body : NULL, e);
+    rc = check_type(res, type, e);
+    if (rc != ST_OK) return rc;
     json_object_del(res, "id");
     if (!validated) {
         rc = fhir_validate(res, type, e);
         if (rc != ST_OK) return rc;
     }
-    rc = store_put(tx, res, id, 0, 1, &wr->meta, &wr->created, want_body ? &wr->body : NULL, e);
-    if (rc != ST_OK) return rc;
-    return ST_OK;
+    return store_put(tx, res, id, 0, 1, &wr->meta, &wr->created, want_body ? &wr->body : NULL, e);
 }
 
 static status do_update(store_txn *tx, json_t *res, const char *type, const char *id, int64_t if_match,
@@ -287,12 +303,13 @@ typedef struct create_arg {
     json_t *res;
     const char *type, *id, *if_none_exist;
     int64_t if_match;
+    store_prep *prep;
     write_result wr;
 } create_arg;
 
 static status create_fn(store_txn *tx, void *p, err *e) {
     create_arg *a = p;
-    return do_create(tx, a->res, a->type, a->if_none_exist, NULL, 0, 1, &a->wr, e);
+    return do_create(tx, a->res, a->type, a->if_none_exist, NULL, 1, 1, a->prep, &a->wr, e);
 }
 
 static status update_fn(store_txn *tx, void *p, err *e) {
@@ -318,9 +335,11 @@ static void h_create(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
     create_arg a = {.type = v->type, .if_none_exist = rq->if_none_exist};
     a.res = parse_body(rq, rs);
     if (!a.res) return;
-    status rc = in_txn(ctx->store, create_fn, &a, &e);
+    status rc = prepare_create(a.res, a.type, NULL, 0, &a.prep, &e);
+    if (rc == ST_OK) rc = in_txn(ctx->store, create_fn, &a, &e);
     if (rc != ST_OK) rest_error(rs, &e);
     else respond_write(rq, rs, &a.wr, 200);
+    store_prep_free(a.prep);
     free(a.wr.body);
     json_decref(a.res);
 }
@@ -593,6 +612,7 @@ typedef struct entry_job {
     const char *full_url; /* urn:uuid: fullUrl of a transaction entry */
     int validated;        /* resource validated with its Bundle */
     int matched;          /* conditional create matched an existing resource */
+    store_prep *prep;     /* a create prepared before the transaction */
     /* results */
     int status;
     write_result wr;
@@ -654,8 +674,7 @@ static status run_entry(rest_ctx *ctx, const rest_request *rq, store_txn *tx, en
     if (strcmp(job->method, "POST") == 0) {
         if (!job->resource) return err_set(e, ST_INVALID, "required", where, "POST entry without a resource");
         rc = do_create(tx, job->resource, job->type, job->full_url || job->id[0] ? NULL : job->if_none_exist,
-                       job->id[0] ? job->id : NULL, job->validated, want_body,
-                       &job->wr, e);
+                       job->id[0] ? job->id : NULL, job->validated, want_body, job->prep, &job->wr, e);
         job->status = job->wr.created ? 201 : 200;
     } else if (strcmp(job->method, "PUT") == 0) {
         if (!job->resource) return err_set(e, ST_INVALID, "required", where, "PUT entry without a resource");
@@ -853,6 +872,28 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
     }
     int with_resource = prefer_has(rq->prefer, "return=representation");
 
+    /* Creates whose references are all known now (no conditional creates
+     * to resolve first) are prepared before the write lock. */
+    int conditional = 0;
+    for (size_t i = 0; i < n; i++)
+        if (jobs[i].if_none_exist && jobs[i].status < 400 && strcmp(jobs[i].method, "POST") == 0) conditional = 1;
+    if (transaction && !conditional) {
+        if (json_object_size(map)) rewrite_refs(entries, map);
+        json_object_clear(map);
+        for (size_t i = 0; rc == ST_OK && i < n; i++) {
+            entry_job *job = &jobs[i];
+            if (strcmp(job->method, "POST") != 0 || !job->resource) continue;
+            rc = prepare_create(job->resource, job->type, job->id[0] ? job->id : NULL, 1, &job->prep, &e);
+            if (rc != ST_OK) {
+                char where[48];
+                snprintf(where, sizeof where, "Bundle.entry[%zu].resource", i);
+                if (!e.where[0]) snprintf(e.where, sizeof e.where, "%s", where);
+                rest_error(rs, &e);
+                goto out;
+            }
+        }
+    }
+
     if (transaction) {
         store_txn *tx = NULL;
         rc = store_begin(ctx->store, &tx, &e);
@@ -908,7 +949,10 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
             store_txn *tx = NULL;
             entry_job *job = &jobs[i];
             if (job->status >= 400) continue; /* its request was already refused */
-            rc = store_begin(ctx->store, &tx, &job->e);
+            rc = ST_OK;
+            if (strcmp(job->method, "POST") == 0 && job->resource && !job->if_none_exist)
+                rc = prepare_create(job->resource, job->type, NULL, 0, &job->prep, &job->e);
+            if (rc == ST_OK) rc = store_begin(ctx->store, &tx, &job->e);
             if (rc == ST_OK) rc = run_entry(ctx, rq, tx, job, with_resource, &job->e);
             if (rc == ST_OK) rc = store_commit(tx, &job->e);
             else if (tx) store_rollback(tx);
@@ -931,6 +975,7 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
     buf_puts(b, "}");
 out:
     for (size_t i = 0; i < n && jobs; i++) {
+        store_prep_free(jobs[i].prep);
         free(jobs[i].wr.body);
         buf_free(&jobs[i].out);
     }

@@ -519,8 +519,22 @@ static char *stamp_and_serialise(json_t *res, const char *type, const char *id, 
     return out;
 }
 
-status store_put(store_txn *tx, json_t *res, const char *id, int64_t if_match, int create_only, store_meta *out,
-                 int *created, char **body_out, err *e) {
+/* Prepared creates (store_prepare): the body stamped as version 1, its
+ * index rows and patient id, computed before the write lock is taken so
+ * that concurrent requests do this CPU work in parallel. */
+struct store_prep {
+    json_t *res; /* borrowed */
+    const fhir_type *rt;
+    char id[72];
+    int64_t now;
+    char *body;
+    idx_rows rows;
+    const char *pid;
+    arena a;
+};
+
+static status put_impl(store_txn *tx, json_t *res, const char *id, int64_t if_match, int create_only,
+                       store_prep *prep, store_meta *out, int *created, char **body_out, err *e) {
     const db_driver *drv = tx->s->drv;
     status rc = ST_OK;
     char idbuf[37];
@@ -555,16 +569,26 @@ retry:
         goto out;
     }
     int64_t version = cur.exists ? cur.version + 1 : 1;
-    int64_t now = next_stamp();
-    body = stamp_and_serialise(res, type, id, version, now);
-    if (!body) {
-        rc = err_set(e, ST_NOMEM, "exception", NULL, "cannot serialise resource");
-        goto out;
-    }
+    int64_t now;
     idx_rows rows = {0};
-    fhir_index_resource(type, res, &rows, &tx->a);
+    const char *pid;
+    if (prep && prep->body && version == 1) { /* the prepared create still holds */
+        now = prep->now;
+        body = prep->body;
+        prep->body = NULL;
+        rows = prep->rows;
+        pid = prep->pid;
+    } else {
+        now = next_stamp();
+        body = stamp_and_serialise(res, type, id, version, now);
+        if (!body) {
+            rc = err_set(e, ST_NOMEM, "exception", NULL, "cannot serialise resource");
+            goto out;
+        }
+        fhir_index_resource(type, res, &rows, &tx->a);
+        pid = fhir_index_patient_id(type, res, &rows);
+    }
     int64_t pkey = 0;
-    const char *pid = fhir_index_patient_id(type, res, &rows);
     if (pid) {
         rc = store_patient_key(tx->s, tx->d, pid, 1, &pkey, e);
         if (rc != ST_OK) goto out;
@@ -636,6 +660,49 @@ out:
     free(body);
     arena_reset(&tx->a);
     return rc;
+}
+
+status store_put(store_txn *tx, json_t *res, const char *id, int64_t if_match, int create_only, store_meta *out,
+                 int *created, char **body_out, err *e) {
+    return put_impl(tx, res, id, if_match, create_only, NULL, out, created, body_out, e);
+}
+
+status store_prepare(json_t *res, const char *id, store_prep **out, err *e) {
+    *out = NULL;
+    const fhir_type *rt = fhir_resource_type(json_string_value(json_object_get(res, "resourceType")));
+    if (!rt) return err_set(e, ST_INVALID, "invalid", "resourceType", "unknown resource type");
+    if (id && strlen(id) > 64) return err_set(e, ST_INVALID, "value", "id", "id is longer than 64 characters");
+    store_prep *p = calloc(1, sizeof *p);
+    if (!p) return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
+    p->res = res;
+    p->rt = rt;
+    if (id) snprintf(p->id, sizeof p->id, "%s", id);
+    else store_new_id(p->id);
+    p->now = next_stamp();
+    p->body = stamp_and_serialise(res, rt->name, p->id, 1, p->now);
+    if (!p->body) {
+        free(p);
+        return err_set(e, ST_NOMEM, "exception", NULL, "cannot serialise resource");
+    }
+    fhir_index_resource(rt->name, res, &p->rows, &p->a);
+    const char *pid = fhir_index_patient_id(rt->name, res, &p->rows);
+    p->pid = pid ? arena_strdup(&p->a, pid) : NULL;
+    *out = p;
+    return ST_OK;
+}
+
+const char *store_prep_id(const store_prep *p) { return p->id; }
+
+status store_put_prepared(store_txn *tx, store_prep *p, int create_only, store_meta *out, int *created,
+                          char **body_out, err *e) {
+    return put_impl(tx, p->res, p->id, 0, create_only, p, out, created, body_out, e);
+}
+
+void store_prep_free(store_prep *p) {
+    if (!p) return;
+    free(p->body);
+    arena_free(&p->a);
+    free(p);
 }
 
 status store_delete(store_txn *tx, const char *type, const char *id, store_meta *out, err *e) {

@@ -71,6 +71,21 @@ void store_rollback(store_txn *tx);         /* frees tx */
  * text, malloc'd, for the caller to free. */
 status store_put(store_txn *tx, json_t *res, const char *id, int64_t if_match, int create_only,
                  store_meta *out, int *created, char **body, err *e);
+/* Creates, prepared outside the transaction: store_prepare stamps `res`
+ * as version 1 (id given, or a new one), serialises it and extracts its
+ * index rows — CPU work that then runs in parallel across requests instead
+ * of under the write lock. store_put_prepared writes it inside a
+ * transaction; if the id turns out to exist already it falls back to a
+ * normal put (a new version), or to ST_CONFLICT with create_only. `res`
+ * must stay alive and unmodified until store_put_prepared; the prep is the
+ * caller's to free (after the transaction ends). */
+typedef struct store_prep store_prep;
+status store_prepare(json_t *res, const char *id, store_prep **out, err *e);
+const char *store_prep_id(const store_prep *p);
+status store_put_prepared(store_txn *tx, store_prep *p, int create_only, store_meta *out, int *created,
+                          char **body, err *e);
+void store_prep_free(store_prep *p);
+
 /* Delete (a new, deleted version). Deleting a missing or already deleted
  * resource succeeds with out->version = 0 (nothing written). */
 status store_delete(store_txn *tx, const char *type, const char *id, store_meta *out, err *e);
