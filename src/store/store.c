@@ -833,19 +833,23 @@ void store_items_free(store_items *it) {
     memset(it, 0, sizeof *it);
 }
 
+void store_row_meta(const db_driver *drv, db_stmt *st, store_meta *m) {
+    memset(m, 0, sizeof *m);
+    const char *t = drv->col_text(st, 0, NULL), *id = drv->col_text(st, 1, NULL);
+    snprintf(m->type, sizeof m->type, "%s", t ? t : "");
+    snprintf(m->id, sizeof m->id, "%s", id ? id : "");
+    m->version = drv->col_int(st, 2);
+    m->updated_usec = drv->col_int(st, 3);
+    m->deleted = (int)drv->col_int(st, 4);
+}
+
 /* Rows of (rtype, id, version, updated, deleted, body) into items. */
 static status collect(store *s, db_stmt *st, store_items *out, int include, err *e) {
     const db_driver *drv = s->drv;
     int r;
     while ((r = drv->step(st, e)) == 1) {
         store_meta m;
-        memset(&m, 0, sizeof m);
-        const char *t = drv->col_text(st, 0, NULL), *id = drv->col_text(st, 1, NULL);
-        snprintf(m.type, sizeof m.type, "%s", t ? t : "");
-        snprintf(m.id, sizeof m.id, "%s", id ? id : "");
-        m.version = drv->col_int(st, 2);
-        m.updated_usec = drv->col_int(st, 3);
-        m.deleted = (int)drv->col_int(st, 4);
+        store_row_meta(drv, st, &m);
         size_t len;
         const char *b = drv->col_text(st, 5, &len);
         store_items_push(out, &m, b, len, include);

@@ -89,7 +89,9 @@ int schema_current_version(store *s, db *d);
 /* Search SQL (store_search.c). */
 status store_search_on(store *s, db *d, const search_query *q, store_items *out, err *e);
 
-/* Helpers for reading rows into items (store.c). */
+/* Helpers for reading rows into items (store.c). Result rows start with
+ * (rtype, id, version, updated, deleted, body). */
+void store_row_meta(const db_driver *drv, db_stmt *st, store_meta *m);
 void store_items_push(store_items *it, const store_meta *m, const char *body, size_t len, int include);
 int64_t store_param_id(store *s, const fhir_search_param *sp);
 /* Patient key of `patient_id` (0 if none known); with create=1 inside a

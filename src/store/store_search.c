@@ -458,10 +458,7 @@ static status run_items(store *s, db *d, qb *q, store_items *out, int include, i
     int r;
     while ((r = drv->step(st, e)) == 1) {
         store_meta m;
-        memset(&m, 0, sizeof m);
-        const char *t = drv->col_text(st, 0, NULL), *id = drv->col_text(st, 1, NULL);
-        snprintf(m.type, sizeof m.type, "%s", t ? t : "");
-        snprintf(m.id, sizeof m.id, "%s", id ? id : "");
+        store_row_meta(drv, st, &m);
         if (include) {
             /* skip what the result already holds */
             int dup = 0;
@@ -469,9 +466,6 @@ static status run_items(store *s, db *d, qb *q, store_items *out, int include, i
                 dup = strcmp(out->v[k].meta.type, m.type) == 0 && strcmp(out->v[k].meta.id, m.id) == 0;
             if (dup) continue;
         }
-        m.version = drv->col_int(st, 2);
-        m.updated_usec = drv->col_int(st, 3);
-        m.deleted = (int)drv->col_int(st, 4);
         size_t len;
         const char *b = drv->col_text(st, 5, &len);
         store_items_push(out, &m, b, len, include);
