@@ -74,6 +74,18 @@ static const char *const migrations[] = {
     "CREATE TABLE idx_quantity (pkey BIGINT NOT NULL, rkey BIGINT NOT NULL, param INTEGER NOT NULL,"
     " value {REAL} NOT NULL, lo {REAL} NOT NULL, hi {REAL} NOT NULL, system {TEXT} NOT NULL, code {TEXT} NOT NULL,"
     " PRIMARY KEY (rkey, param, value, system, code)){NOROWID};",
+
+    /* 2: every message and file record received by ingest, as received:
+     * the acknowledged ones (status 'stored', with the ACK sent, so a
+     * duplicate delivery gets the same answer and stores nothing) and the
+     * rejected ones (status 'quarantined', with the reason and where). */
+    "CREATE TABLE ingest_message (pkey BIGINT NOT NULL, msg_key {KEY}, received BIGINT NOT NULL,"
+    " channel {TEXT} NOT NULL, source {TEXT} NOT NULL, sender {TEXT} NOT NULL, control_id {TEXT} NOT NULL,"
+    " message_type {TEXT} NOT NULL, status {TEXT} NOT NULL, ack TEXT, reason TEXT, location {TEXT},"
+    " body TEXT NOT NULL);"
+    "CREATE UNIQUE INDEX ingest_message_delivered ON ingest_message (sender, control_id) WHERE status = 'stored';"
+    "CREATE INDEX ingest_message_status ON ingest_message (status, msg_key);"
+    "CREATE INDEX ingest_message_patient ON ingest_message (pkey);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

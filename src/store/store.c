@@ -272,8 +272,13 @@ static void txn_free(store_txn *tx) {
 }
 
 status store_commit(store_txn *tx, err *e) {
-    status rc = tx->s->drv->commit(tx->d, e);
-    if (rc != ST_OK) tx->s->drv->rollback(tx->d);
+    store *s = tx->s;
+    status rc = s->drv->commit(tx->d, e);
+    if (rc != ST_OK) s->drv->rollback(tx->d);
+    else if (s->drv->serial_writes && s->drv->maintenance && ++s->commits % STORE_MAINTENANCE_COMMITS == 1) {
+        err me; /* still under write_lock; a failure here costs only plan quality */
+        if (s->drv->exec(tx->d, s->drv->maintenance, &me) != ST_OK) log_warn("store: maintenance: %s", me.msg);
+    }
     txn_free(tx);
     return rc;
 }
@@ -282,6 +287,18 @@ void store_rollback(store_txn *tx) {
     if (!tx) return;
     tx->s->drv->rollback(tx->d);
     txn_free(tx);
+}
+
+status store_savepoint(store_txn *tx, err *e) { return tx->s->drv->exec(tx->d, "SAVEPOINT item", e); }
+status store_savepoint_release(store_txn *tx, err *e) { return tx->s->drv->exec(tx->d, "RELEASE SAVEPOINT item", e); }
+void store_savepoint_rollback(store_txn *tx) {
+    err e;
+    if (tx->s->drv->exec(tx->d, "ROLLBACK TO SAVEPOINT item", &e) == ST_OK)
+        tx->s->drv->exec(tx->d, "RELEASE SAVEPOINT item", &e);
+}
+
+status store_txn_patient_key(store_txn *tx, const char *patient_id, int64_t *pkey, err *e) {
+    return store_patient_key(tx->s, tx->d, patient_id, 1, pkey, e);
 }
 
 /* lastUpdated stamps: strictly increasing within this process, so that the

@@ -93,6 +93,54 @@ status store_delete(store_txn *tx, const char *type, const char *id, store_meta 
 /* A new logical id (a random UUID, 36 chars + NUL). */
 void store_new_id(char out[37]);
 
+/* Savepoints inside a write transaction: one level, so that a batch of
+ * independent items (messages of a group commit) can undo one item and
+ * keep the others. */
+status store_savepoint(store_txn *tx, err *e);
+status store_savepoint_release(store_txn *tx, err *e);
+void store_savepoint_rollback(store_txn *tx);
+
+/* ---- ingest messages (store_message.c) ------------------------------- */
+/* A message or record as ingest received it. Strings are borrowed on
+ * insert; on read they point into the store_message_list's memory. */
+typedef struct store_message {
+    int64_t key;
+    int64_t pkey;          /* patient key of the message's patient, 0 if none */
+    int64_t received_usec;
+    const char *channel;   /* "mllp", "file" */
+    const char *source;    /* peer address, or file:line */
+    const char *sender;    /* HL7: sending application^facility; file: the file */
+    const char *control_id;/* HL7 MSH-10; file: line number */
+    const char *message_type; /* "ADT^A01", "ndjson", ... */
+    const char *status;    /* "stored", "quarantined", "replayed", "discarded" */
+    const char *ack;       /* the acknowledgement sent, if any */
+    const char *reason;    /* why quarantined */
+    const char *location;  /* where in the message the fault is */
+    const char *body;
+    size_t body_len;
+} store_message;
+
+typedef struct store_message_list {
+    store_message *v;
+    size_t n;
+    arena a;
+} store_message_list;
+void store_message_list_free(store_message_list *l);
+
+/* The ACK already sent for a stored message from `sender` with
+ * `control_id` (duplicate delivery): *found = 1 and the ACK appended. */
+status store_message_delivered(store_txn *tx, const char *sender, const char *control_id, buf *ack, int *found,
+                               err *e);
+status store_message_insert(store_txn *tx, const store_message *m, int64_t *key, err *e);
+/* List by status (NULL = all), newest first. */
+status store_message_list_by(store *s, const char *status, int limit, int offset, int with_body,
+                             store_message_list *out, err *e);
+status store_message_get(store *s, int64_t key, store_message_list *out, err *e);
+/* Change a message's status (quarantined -> replayed/discarded). */
+status store_message_set_status(store *s, int64_t key, const char *from, const char *to, err *e);
+/* Patient key for a patient id inside a write transaction (assigned if new). */
+status store_txn_patient_key(store_txn *tx, const char *patient_id, int64_t *pkey, err *e);
+
 /* ---- reads ----------------------------------------------------------- */
 /* Read the current version (version == 0) or a given version. Deleted:
  * ST_GONE with meta filled. Missing: ST_NOT_FOUND. Body appended to `body`. */

@@ -28,6 +28,7 @@ typedef struct db_driver {
     const char *for_update; /* suffix that locks selected rows in a write txn */
     int serial_writes;      /* 1: one writer at a time, through one shared connection (SQLite) */
     const char *writer_setup; /* SQL run once on that shared write connection, or NULL */
+    const char *maintenance;  /* SQL run on the writer every STORE_MAINTENANCE_COMMITS commits, or NULL */
     status (*connect)(store *s, db **out, err *e);
     void (*disconnect)(db *d);
     status (*exec)(db *d, const char *sql, err *e);
@@ -48,6 +49,8 @@ typedef struct db_driver {
     status (*size)(db *d, int64_t *bytes, err *e);
 } db_driver;
 
+#define STORE_MAINTENANCE_COMMITS 500
+
 extern const db_driver db_sqlite_driver;
 extern const db_driver db_pg_driver;
 
@@ -61,6 +64,7 @@ struct store {
     pthread_mutex_t write_lock; /* serialises write txns when drv->serial_writes */
     db_conn_link *conns;
     db *writer;                 /* the one write connection when drv->serial_writes */
+    unsigned long commits;      /* on the writer, under write_lock */
     int *param_ids; /* database id of each fhir_search_params[i], 0 if none */
     char *everything_refs_sql; /* built at open from the compartment table */
 };

@@ -276,6 +276,7 @@ const db_driver db_pg_driver = {
     .for_update = " FOR UPDATE",
     .serial_writes = 0,
     .writer_setup = NULL,
+    .maintenance = NULL, /* autovacuum keeps PostgreSQL's statistics */
     .connect = pg_connect,
     .disconnect = pg_disconnect,
     .exec = pg_exec,

@@ -90,7 +90,10 @@ static status sq_connect(store *s, db **out, err *e) {
                                   "PRAGMA foreign_keys=OFF;"
                                   "PRAGMA temp_store=MEMORY;"
                                   "PRAGMA cache_size=-16384;"
-                                  "PRAGMA mmap_size=268435456;";
+                                  "PRAGMA mmap_size=268435456;"
+                                  /* ANALYZE samples at most this many index rows per
+                                   * index: statistics stay cheap on large stores */
+                                  "PRAGMA analysis_limit=1000;";
     char *msg = NULL;
     if (sqlite3_exec(d->h, pragmas, NULL, NULL, &msg) != SQLITE_OK) {
         rc = err_set(e, ST_IO, "exception", NULL, "cannot configure database %s: %s", path, msg ? msg : "?");
@@ -236,6 +239,10 @@ const db_driver db_sqlite_driver = {
     .serial_writes = 1,
     /* the one writer keeps more of the indexes' hot pages than readers */
     .writer_setup = "PRAGMA cache_size=-131072",
+    /* keep the planner's statistics current as the store grows: without
+     * them SQLite scans every resource of a type in rkey order rather than
+     * looking up the few an index subquery names (Patient?identifier=...) */
+    .maintenance = "ANALYZE",
     .connect = sq_connect,
     .disconnect = sq_disconnect,
     .exec = sq_exec,
