@@ -29,6 +29,21 @@
 
 #include "../base/status.h"
 
+/* Code systems and tag systems the generator writes (docs/synth.md). */
+#define SYNTH_NHS_NUMBER_SYSTEM "https://fhir.nhs.uk/Id/nhs-number"
+#define SYNTH_ODS_SYSTEM "https://fhir.nhs.uk/Id/ods-organization-code"
+#define SYNTH_SNOMED_SYSTEM "http://snomed.info/sct"
+#define SYNTH_ICD10_SYSTEM "http://hl7.org/fhir/sid/icd-10"
+#define SYNTH_OPCS4_SYSTEM "http://fhir.nhs.uk/Id/opcs-4"
+#define SYNTH_LOINC_SYSTEM "http://loinc.org"
+/* meta.tag carrying the care setting (primary-care, acute, community,
+ * social-care, mental-health); a second tag carries the source
+ * organisation's ODS code under SYNTH_ODS_SYSTEM. */
+#define SYNTH_SETTING_SYSTEM "https://concord.example/CodeSystem/care-setting"
+/* Local identifiers: hospital numbers and provider client ids, suffixed
+ * with the organisation's ODS code: <base>/<ODS>. */
+#define SYNTH_LOCAL_ID_BASE "https://concord.example/Id/local-patient"
+
 typedef struct synth_params {
     uint64_t seed;
     int64_t patients;        /* people registered at the start of the history */

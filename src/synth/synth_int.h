@@ -12,6 +12,7 @@
 #ifndef CONCORD_SYNTH_INT_H
 #define CONCORD_SYNTH_INT_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "../base/buf.h"
@@ -192,8 +193,8 @@ typedef struct lab_def {
     double lo, hi, mean, sd; /* reference range and distribution */
     int decimals;
 } lab_def;
-extern const lab_def labs[];
-extern const int n_labs;
+extern const lab_def lab_tests[];
+extern const int n_lab_tests;
 
 typedef struct name_pool {
     const char *const *family;
@@ -290,7 +291,7 @@ typedef struct synth_person {
 
 /* Calibrated model constants */
 enum hazard_kind { HZ_AE, HZ_NEL, HZ_ELECTIVE, HZ_OUTPATIENT, HZ_COMMUNITY, HZ_SOCIAL, HZ_CARE_HOME, HZ_MH,
-                   HZ_GP, N_HAZARDS };
+                   HZ_GP, HZ_DEATH, N_HAZARDS };
 typedef struct hazard_def {
     const char *name;
     double target; /* events per 1,000 person-years */
@@ -305,8 +306,7 @@ struct synth_world {
     double cond_intercept[N_CONDITIONS];
     double hazard_intercept[N_HAZARDS];
     int start_day, end_day, months, programme_start_day;
-    int64_t *practice_of_chunk; /* not used by callers */
-    uint32_t *nhs_prefix;        /* valid 9-digit prefixes, one per person */
+    uint32_t *nhs_prefix; /* valid 9-digit prefixes, one per person */
 };
 
 void person_generate(const synth_world *w, int64_t index, synth_person *p);
@@ -332,7 +332,20 @@ void fhir_patient(buf *b, const synth_world *w, const synth_person *p, const cha
  * the resources refer to; one resource per line into `b`. Returns count. */
 int fhir_gp_clinical(buf *b, const synth_world *w, const synth_person *p, const char *pid, int practice);
 
-/* Small string helpers (fhir_out.c) */
+/* 1: leave meta.tag out of resources formatted on this thread (extracts). */
+void fhir_set_extract_mode(int on);
+
+/* Small string helpers (fhir_out.c); put_c is buf_putc without the call */
+static inline void put_c(buf *b, char c) {
+    if (b->len + 2 > b->cap) buf_reserve(b, 1);
+    b->p[b->len++] = c;
+    b->p[b->len] = 0;
+}
+/* exp(-x) for the small x of monthly hazards: a series below 0.05 (error
+ * < 1e-8), the library above */
+static inline double exp_neg(double x) {
+    return x < 0.05 ? 1 - x * (1 - x * (0.5 - x * (1.0 / 6 - x / 24))) : exp(-x);
+}
 void put_str(buf *b, const char *s);
 void put_int(buf *b, long long v);
 void put_fixed(buf *b, double v, int decimals);

@@ -171,7 +171,15 @@ const drug_def drugs[] = {
     {"372594008", "Sertraline", C_DEPRESSION, 0.40},   /* SUB */
     {"372596005", "Citalopram", C_DEPRESSION, 0.25},   /* SUB */
     {"386849001", "Olanzapine", C_SMI, 0.45},          /* SUB */
+    {"373444002", "Atorvastatin", C_HYPERTENSION, 0.35}, /* SUB */
+    {"373444002", "Atorvastatin", C_CKD, 0.45},        /* SUB */
+    {"387458008", "Aspirin", C_STROKE, 0.30},          /* SUB */
     {"387137007", "Omeprazole", C_OSTEOARTHRITIS, 0.35}, /* SUB */
+    {"387137007", "Omeprazole", C_CHD, 0.35},          /* SUB */
+    {"387137007", "Omeprazole", C_T2DM, 0.20},         /* SUB */
+    {"387137007", "Omeprazole", C_HYPERTENSION, 0.15}, /* SUB */
+    {"387475002", "Furosemide", C_CKD, 0.15},          /* SUB */
+    {"372897005", "Salbutamol", C_HF, 0.05},           /* SUB */
     {"387517004", "Paracetamol", C_OSTEOARTHRITIS, 0.60}, /* SUB */
 };
 const int n_drugs = (int)(sizeof drugs / sizeof drugs[0]);
@@ -266,7 +274,7 @@ const int n_specialties = (int)(sizeof specialties / sizeof specialties[0]);
 /* Hospital laboratory results (ORU^R01), LOINC; UK units and adult
  * reference ranges. The value distribution is that of acutely ill
  * inpatients (modelling assumption). */
-const lab_def labs[] = {
+const lab_def lab_tests[] = {
     {"2951-2", "Sodium [Moles/volume] in Serum or Plasma", "mmol/L", 133, 146, 138, 4, 0},
     {"2823-3", "Potassium [Moles/volume] in Serum or Plasma", "mmol/L", 3.5, 5.3, 4.3, 0.5, 1},
     {"14682-9", "Creatinine [Moles/volume] in Serum or Plasma", "umol/L", 59, 104, 95, 35, 0},
@@ -274,7 +282,7 @@ const lab_def labs[] = {
     {"6690-2", "Leukocytes [#/volume] in Blood by Automated count", "10*9/L", 4.0, 11.0, 9.5, 3.5, 1},
     {"1988-5", "C reactive protein [Mass/volume] in Serum or Plasma", "mg/L", 0, 5, 35, 45, 0},
 };
-const int n_labs = (int)(sizeof labs / sizeof labs[0]);
+const int n_lab_tests = (int)(sizeof lab_tests / sizeof lab_tests[0]);
 
 /* Events per 1,000 person-years the hazard model is calibrated to. */
 const hazard_def hazards[N_HAZARDS] = {
@@ -291,6 +299,7 @@ const hazard_def hazards[N_HAZARDS] = {
     [HZ_MH] = {"mental health contacts", 250, "Mental Health Services Data Set 2022-23 (~2.5% in contact)"},
     [HZ_GP] = {"GP consultations in the extract", 1000,
                "GP Patient Data (~4-5/person-year); thinned to 1/person-year for volume"},
+    [HZ_DEATH] = {"deaths", 5.5, "ONS deaths registered 2019, London: ~49,000 / 8.9M residents"},
 };
 
 /* ---- names and places ------------------------------------------------------ */
