@@ -203,7 +203,7 @@ const char *hl7_segment_id(const hl7_msg *m, long seg) {
 long hl7_segment_find(const hl7_msg *m, const char *id, long from) {
     if (!m || from < 0) return -1;
     for (size_t i = (size_t)from; i < m->nseg; i++)
-        if (memcmp(m->seg[i].id, id, 4) == 0) return (long)i;
+        if (strcmp(m->seg[i].id, id) == 0) return (long)i;
     return -1;
 }
 
@@ -365,8 +365,11 @@ static hl7_str decode(hl7_msg *m, hl7_str s) {
             int ok = 1;
             for (size_t k = 1; k < blen && ok; k++) ok = hexval(body[k]) >= 0;
             if (ok) {
-                for (size_t k = 1; k < blen; k += 2)
-                    w += put_byte(m, o + w, (unsigned char)(hexval(body[k]) * 16 + hexval(body[k + 1])));
+                for (size_t k = 1; k < blen; k += 2) {
+                    unsigned char x = (unsigned char)(hexval(body[k]) * 16 + hexval(body[k + 1]));
+                    if (x < 0x20 && x != '\t' && x != '\r' && x != '\n') continue; /* no control bytes in values */
+                    w += put_byte(m, o + w, x);
+                }
                 had_hex = 1;
                 i = next;
                 continue;
@@ -483,11 +486,23 @@ static status byte_fault(hl7_msg *m, size_t off, hl7_error *e, const char *what)
                     seg >= 0 ? (int)seg : 0, field, 0, 0, 0, "%s at byte %zu of the message", what, off);
 }
 
+/* Eight bytes at a time: nonzero if any byte is < 0x20 or >= 0x80. */
+static uint64_t word_needs_check(const unsigned char *p) {
+    uint64_t x;
+    memcpy(&x, p, 8);
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    return (x | ((x - ones * 0x20) & ~x)) & highs;
+}
+
 /* Check every byte: control characters and (unless ISO-8859-1) UTF-8. */
 static status check_bytes(hl7_msg *m, size_t start, hl7_error *e) {
     const unsigned char *p = (const unsigned char *)m->buf;
     size_t n = m->len;
     for (size_t i = start; i < n;) {
+        if (i + 8 <= n && !word_needs_check(p + i)) {
+            i += 8;
+            continue;
+        }
         unsigned char c = p[i];
         if (c >= 0x20 && c < 0x80) {
             i++;
@@ -514,6 +529,15 @@ static status check_bytes(hl7_msg *m, size_t start, hl7_error *e) {
 }
 
 static int is_eol(char c) { return c == '\r' || c == '\n'; }
+
+/* The first CR or LF at or after p, or len. */
+static size_t line_end(const char *b, size_t p, size_t len) {
+    const char *cr = memchr(b + p, '\r', len - p);
+    size_t lim = cr ? (size_t)(cr - b) : len;
+    const char *lf = memchr(b + p, '\n', lim - p);
+    return lf ? (size_t)(lf - b) : lim;
+}
+
 
 /* Charsets this code decodes (MSH-18, HL7 table 0211). */
 static int charset_kind(hl7_str cs) {
@@ -565,7 +589,8 @@ static status split_segment(hl7_msg *m, const hl7_limits *lim, size_t p, size_t 
     }
     for (;;) {
         size_t r = q;
-        while (r < end && b[r] != fs) r++;
+        const char *hit = memchr(b + q, fs, end - q);
+        r = hit ? (size_t)(hit - b) : end;
         if (s->nfields >= lim->max_fields || m->nf >= max_f)
             return hl7_fail(e, ST_TOO_LARGE, msh ? HL7_AR : HL7_AE, HL7_ERR_DATA_TYPE, s->id, (int)s->seq, (int)idx,
                             (int)s->nfields + 1, 0, 0, 0, "segment %s has more than %zu fields", s->id,
@@ -672,11 +697,9 @@ status hl7_parse(const char *bytes, size_t len, const hl7_limits *limits, arena 
     }
 
     /* pass 1: count separators and lines to size the arrays */
-    for (size_t i = p; i < len; i++) {
-        char c = bytes[i];
-        nsep += c == d.field;
-        nlines += c == '\r' || c == '\n';
-    }
+    for (const char *q = bytes + p; (q = memchr(q, d.field, (size_t)(bytes + len - q))) != NULL; q++) nsep++;
+    for (const char *q = bytes + p; (q = memchr(q, '\r', (size_t)(bytes + len - q))) != NULL; q++) nlines++;
+    for (const char *q = bytes + p; (q = memchr(q, '\n', (size_t)(bytes + len - q))) != NULL; q++) nlines++;
     m = arena_zalloc(a, sizeof *m);
     m->buf = bytes;
     m->len = len;
@@ -690,7 +713,7 @@ status hl7_parse(const char *bytes, size_t len, const hl7_limits *limits, arena 
     /* pass 2: segments and fields */
     while (p < len) {
         size_t end = p;
-        while (end < len && !is_eol(bytes[end])) end++;
+        end = line_end(bytes, p, len);
         if (end > p) {
             if (m->nseg == max_seg) {
                 rc = hl7_fail(e, ST_TOO_LARGE, HL7_AE, HL7_ERR_SEGMENT_SEQUENCE, "", 0, (int)m->nseg, 0, 0, 0, 0,

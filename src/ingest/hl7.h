@@ -40,7 +40,8 @@
  * (a value of exactly "") decodes to the empty string. Values of a message
  * declared ISO-8859-1 in MSH-18 are transcoded to UTF-8; bytes produced by
  * \X..\ that are not valid UTF-8 become U+FFFD. So every decoded value is
- * valid UTF-8 and can go straight into JSON.
+ * valid UTF-8 and can go straight into JSON; \X..\ never yields a control
+ * character other than TAB, CR or LF (such bytes are dropped).
  *
  * Segment terminators: "\r" as the standard says; "\n" and "\r\n" are
  * accepted too, and blank lines are skipped. Every segment is kept in
@@ -237,7 +238,8 @@ typedef struct hl7_ack_opts {
  *        the only field those versions define.
  *
  * `m` may be NULL (the bytes had no readable MSH): the ACK then uses the
- * standard delimiters, v2.5, and an empty MSA-2. Segments end in ""; no
+ * standard delimiters, v2.5, and an empty MSA-2. Segments end in "
+"; no
  * MLLP framing. Text from errors is escaped for the message's delimiters.
  * `errs` (nerr entries) is borrowed. */
 void hl7_ack_build(const hl7_msg *m, hl7_ack_code code, const hl7_error *errs, size_t nerr,

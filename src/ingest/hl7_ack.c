@@ -118,6 +118,31 @@ static void put_text(buf *out, const hl7_delims *d, const char *s, size_t n) {
     }
 }
 
+/* Append a field echoed from the message as it is (it is already escaped
+ * for these delimiters), but never a control character or a byte that is
+ * not UTF-8: a message rejected for holding them must get a clean ACK. */
+static void put_raw(buf *out, hl7_str s) {
+    for (size_t i = 0; i < s.n; i++) {
+        unsigned char c = (unsigned char)s.p[i];
+        if (c >= 0x20 && c < 0x7f) {
+            buf_putc(out, (char)c);
+            continue;
+        }
+        size_t k = 0;
+        if (c >= 0xC2 && c <= 0xDF) k = 2;
+        else if (c >= 0xE0 && c <= 0xEF) k = 3;
+        else if (c >= 0xF0 && c <= 0xF4) k = 4;
+        int ok = k && i + k <= s.n;
+        for (size_t j = 1; ok && j < k; j++) ok = ((unsigned char)s.p[i + j] & 0xC0) == 0x80;
+        if (ok) {
+            buf_append(out, s.p + i, k);
+            i += k - 1;
+        } else {
+            buf_putc(out, '?');
+        }
+    }
+}
+
 static void put_cstr(buf *out, const hl7_delims *d, const char *s) { put_text(out, d, s, strlen(s)); }
 
 static void default_timestamp(char out[32]) {
@@ -157,17 +182,17 @@ void hl7_ack_build(const hl7_msg *m, hl7_ack_code code, const hl7_error *errs, s
     /* MSH */
     buf_puts(out, "MSH");
     buf_putc(out, fs);
-    buf_append(out, enc.p, enc.n);
+    put_raw(out, enc);
     buf_putc(out, fs);
-    if (h && h->receiving_app.n) buf_append(out, h->receiving_app.p, h->receiving_app.n);
+    if (h && h->receiving_app.n) put_raw(out, h->receiving_app);
     else put_cstr(out, d, o->sending_app ? o->sending_app : "CONCORD");
     buf_putc(out, fs);
-    if (h && h->receiving_facility.n) buf_append(out, h->receiving_facility.p, h->receiving_facility.n);
+    if (h && h->receiving_facility.n) put_raw(out, h->receiving_facility);
     else if (o->sending_facility) put_cstr(out, d, o->sending_facility);
     buf_putc(out, fs);
-    if (h) buf_append(out, h->sending_app.p, h->sending_app.n);
+    if (h) put_raw(out, h->sending_app);
     buf_putc(out, fs);
-    if (h) buf_append(out, h->sending_facility.p, h->sending_facility.n);
+    if (h) put_raw(out, h->sending_facility);
     buf_putc(out, fs);
     if (o->timestamp) {
         put_cstr(out, d, o->timestamp);
@@ -195,10 +220,10 @@ void hl7_ack_build(const hl7_msg *m, hl7_ack_code code, const hl7_error *errs, s
     }
     buf_putc(out, fs);
     hl7_str pid = m ? hl7_raw(m, 0, 11, 0, 0, 0) : (hl7_str){"", 0};
-    if (pid.n) buf_append(out, pid.p, pid.n);
+    if (pid.n) put_raw(out, pid);
     else buf_putc(out, 'P');
     buf_putc(out, fs);
-    buf_append(out, version.p, version.n);
+    put_raw(out, version);
     buf_putc(out, '\r');
 
     /* MSA */
@@ -207,7 +232,7 @@ void hl7_ack_build(const hl7_msg *m, hl7_ack_code code, const hl7_error *errs, s
     buf_puts(out, hl7_ack_code_name(code));
     buf_putc(out, fs);
     hl7_str ctl = m ? hl7_raw(m, 0, 10, 0, 0, 0) : (hl7_str){"", 0};
-    buf_append(out, ctl.p, ctl.n);
+    put_raw(out, ctl);
     if (vnum < 250 && nerr > 0 && code != HL7_AA) {
         buf_putc(out, fs);
         put_cstr(out, d, errs[0].text);
