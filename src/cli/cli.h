@@ -16,6 +16,8 @@ typedef struct cli_opts {
     int http_port;
     int threads;
     size_t max_body;
+    char mllp_addr[64]; /* "" = no MLLP listener */
+    int mllp_port;
 } cli_opts;
 
 extern const char *concord_version;
@@ -29,5 +31,6 @@ int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const cha
 
 int cmd_demo(int argc, char **argv);
 int cmd_synth(int argc, char **argv); /* synth.c */
+int cmd_quarantine(int argc, char **argv); /* quarantine.c */
 
 #endif

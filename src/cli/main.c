@@ -18,6 +18,8 @@
 
 #include "../base/log.h"
 #include "../http/server.h"
+#include "../ingest/ingest.h"
+#include "../ingest/mllp.h"
 #include "../store/store.h"
 #include "cli.h"
 
@@ -57,6 +59,22 @@ int cli_parse_common(cli_opts *o, int argc, char **argv, int *i) {
         memcpy(o->http_addr, val, n);
         o->http_addr[n] = 0;
         o->http_port = (int)port;
+    } else if (strcmp(a, "--mllp") == 0) {
+        NEXT();
+        if (strcmp(val, "off") == 0) {
+            o->mllp_addr[0] = 0;
+            return 0;
+        }
+        const char *colon = strrchr(val, ':');
+        if (!colon) return usage_error("--mllp takes ADDR:PORT or off, not '%s'", val);
+        char *end;
+        long port = strtol(colon + 1, &end, 10);
+        if (*end || port < 0 || port > 65535) return usage_error("bad port in --mllp '%s'", val);
+        size_t n = (size_t)(colon - val);
+        if (n >= sizeof o->mllp_addr || n == 0) return usage_error("bad address in --mllp '%s'", val);
+        memcpy(o->mllp_addr, val, n);
+        o->mllp_addr[n] = 0;
+        o->mllp_port = (int)port;
     } else if (strcmp(a, "--threads") == 0) {
         NEXT();
         o->threads = atoi(val);
@@ -85,6 +103,8 @@ void cli_defaults(cli_opts *o) {
     if (!o->db || !*o->db) o->db = STORE_DEFAULT_DB;
     snprintf(o->http_addr, sizeof o->http_addr, "127.0.0.1");
     o->http_port = 8080;
+    snprintf(o->mllp_addr, sizeof o->mllp_addr, "127.0.0.1");
+    o->mllp_port = MLLP_DEFAULT_PORT;
 }
 
 int cli_open_store(const cli_opts *o, int migrate, store **s) {
@@ -112,9 +132,22 @@ int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const cha
         .version = concord_version,
     };
     http_server *h = NULL;
+    ingest *g = NULL;
+    mllp_server *ml = NULL;
     err e;
+    if (ingest_start(s, 0, &g, &e) != ST_OK) {
+        fprintf(stderr, "concord: %s\n", e.msg);
+        return 1;
+    }
+    if (o->mllp_addr[0] && mllp_start(g, o->mllp_addr, o->mllp_port, 0, &ml, &e) != ST_OK) {
+        fprintf(stderr, "concord: %s (use --mllp ADDR:PORT, or --mllp off)\n", e.msg);
+        ingest_stop(g);
+        return 1;
+    }
     if (http_start(s, &cfg, &h, &e) != ST_OK) {
         fprintf(stderr, "concord: %s\n", e.msg);
+        mllp_stop(ml);
+        ingest_stop(g);
         return 1;
     }
     char base[300];
@@ -125,6 +158,8 @@ int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const cha
     sigwait(&set, &sig);
     log_info("received %s: finishing in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     http_stop(h);
+    mllp_stop(ml);
+    ingest_stop(g);
     log_info("stopped cleanly");
     return 0;
 }
@@ -180,6 +215,7 @@ static const struct command {
     {"serve", cmd_serve, "run the server: FHIR R4 API at /fhir, landing page at /"},
     {"demo", cmd_demo, "load a demonstration population (if the store is empty) and serve it"},
     {"synth", cmd_synth, "generate a synthetic population and every care setting's feeds about it"},
+    {"quarantine", cmd_quarantine, "list, show, replay or discard messages ingest refused"},
     {"migrate", cmd_migrate, "apply pending schema migrations and exit"},
     {"help", cmd_help, "show this help"},
 };
@@ -194,6 +230,7 @@ static int cmd_help(int argc, char **argv) {
            "  --db DB            SQLite file path (default var/concord.db, or $CONCORD_DB)\n"
            "                     or a postgresql:// URL\n"
            "  --http ADDR:PORT   where to listen (default 127.0.0.1:8080)\n"
+           "  --mllp ADDR:PORT   HL7 v2 over MLLP (default 127.0.0.1:2575; off to disable)\n"
            "  --threads N        HTTP worker threads (default 2 x cores)\n"
            "  --max-body BYTES   largest request body accepted (default 64 MiB)\n"
            "  --log-level LEVEL  debug, info, warn, error (default info)\n"

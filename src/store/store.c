@@ -297,8 +297,10 @@ void store_savepoint_rollback(store_txn *tx) {
         tx->s->drv->exec(tx->d, "RELEASE SAVEPOINT item", &e);
 }
 
+static status txn_patient_key(store_txn *tx, const char *pid, int64_t *pkey, err *e);
+
 status store_txn_patient_key(store_txn *tx, const char *patient_id, int64_t *pkey, err *e) {
-    return store_patient_key(tx->s, tx->d, patient_id, 1, pkey, e);
+    return txn_patient_key(tx, patient_id, pkey, e);
 }
 
 /* lastUpdated stamps: strictly increasing within this process, so that the
@@ -358,6 +360,23 @@ status store_patient_key(store *s, db *d, const char *patient_id, int create, in
         if (r == 1) while (drv->step(st, e) == 1) {}
         drv->done(st);
         if (r < 0) return ST_IO;
+    }
+    return rc;
+}
+
+/* Patient key inside a write transaction, remembering the last one: a
+ * patient's resources usually arrive together (a Bundle, a person's
+ * record), and the cache dies with the transaction, so a rolled-back key
+ * is never reused. */
+static status txn_patient_key(store_txn *tx, const char *pid, int64_t *pkey, err *e) {
+    if (tx->last_pkey && strcmp(tx->last_pid, pid) == 0) {
+        *pkey = tx->last_pkey;
+        return ST_OK;
+    }
+    status rc = store_patient_key(tx->s, tx->d, pid, 1, pkey, e);
+    if (rc == ST_OK && strlen(pid) < sizeof tx->last_pid) {
+        snprintf(tx->last_pid, sizeof tx->last_pid, "%s", pid);
+        tx->last_pkey = *pkey;
     }
     return rc;
 }
@@ -572,6 +591,48 @@ static status put_impl(store_txn *tx, json_t *res, const char *id, int64_t if_ma
     id = idcopy;
     current_row cur;
     int attempts = 0;
+    if (prep && prep->body && !if_match) {
+        /* a prepared create: insert straight away; only if the id is taken
+         * (rare) read what is there and take the general path */
+        int64_t pkey = 0;
+        if (prep->pid) rc = txn_patient_key(tx, prep->pid, &pkey, e);
+        if (rc != ST_OK) goto out;
+        static const char ins[] = "INSERT INTO resource (pkey, rtype, id, version, updated, deleted, body)"
+                                  " VALUES (?, ?, ?, 1, ?, 0, ?) ON CONFLICT (rtype, id) DO NOTHING RETURNING rkey";
+        rc = drv->prepare(tx->d, ins, 1, &st, e);
+        if (rc != ST_OK) goto out;
+        drv->bind_int(st, 1, pkey);
+        drv->bind_text(st, 2, type, -1);
+        drv->bind_text(st, 3, id, -1);
+        drv->bind_int(st, 4, prep->now);
+        drv->bind_text(st, 5, prep->body, -1);
+        int r = drv->step(st, e);
+        int64_t rkey = r == 1 ? drv->col_int(st, 0) : 0;
+        if (r == 1)
+            while (drv->step(st, e) == 1) {}
+        drv->done(st);
+        if (r < 0) {
+            rc = e ? e->code : ST_IO;
+            goto out;
+        }
+        if (r == 1) {
+            rc = write_index(tx, pkey, rkey, &prep->rows, e);
+            if (rc != ST_OK) goto out;
+            if (out) {
+                snprintf(out->type, sizeof out->type, "%s", type);
+                snprintf(out->id, sizeof out->id, "%s", id);
+                out->version = 1;
+                out->updated_usec = prep->now;
+                out->deleted = 0;
+            }
+            if (created) *created = 1;
+            if (body_out) {
+                *body_out = prep->body;
+                prep->body = NULL;
+            }
+            goto out;
+        }
+    }
 retry:
     rc = load_current(tx, type, id, &cur, e);
     if (rc != ST_OK) goto out;
@@ -607,7 +668,7 @@ retry:
     }
     int64_t pkey = 0;
     if (pid) {
-        rc = store_patient_key(tx->s, tx->d, pid, 1, &pkey, e);
+        rc = txn_patient_key(tx, pid, &pkey, e);
         if (rc != ST_OK) goto out;
     }
     int64_t rkey = cur.rkey;

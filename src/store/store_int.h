@@ -81,6 +81,8 @@ struct store_txn {
     db *d;
     int64_t now_usec;
     arena a; /* per-transaction scratch: index rows etc. */
+    char last_pid[72]; /* the last patient key looked up in this txn */
+    int64_t last_pkey;
 };
 
 /* This thread's connection to `s`, opened on first use. */

@@ -48,6 +48,7 @@ class ConcordServer:
         self.extra_args = list(extra_args)
         self.proc = None
         self.port = None
+        self.mllp_port = None
         self.starts = 0
         self.log_path = os.path.join(str(logdir), "stderr.log")
 
@@ -72,12 +73,14 @@ class ConcordServer:
         last = None
         for _attempt in range(3):
             self.port = free_port()
+            self.mllp_port = free_port()
             self.starts += 1
             with open(self.log_path, "a") as log:
                 log.write(f"==== start #{self.starts}: port {self.port} ====\n")
                 log.flush()
                 self.proc = subprocess.Popen(
-                    [self.binary, "serve", "--db", self.db, "--http", f"127.0.0.1:{self.port}", *self.extra_args],
+                    [self.binary, "serve", "--db", self.db, "--http", f"127.0.0.1:{self.port}",
+                     "--mllp", f"127.0.0.1:{self.mllp_port}", *self.extra_args],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,

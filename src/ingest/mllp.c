@@ -1,0 +1,301 @@
+/*
+ * mllp.c — MLLP over TCP (see mllp.h): an accept thread and one thread per
+ * connection (senders wait for each ACK before the next message, so a
+ * connection is sequential by nature; concurrency comes from connections).
+ *
+ * Framing, per the MLLP release 2 envelope: a frame starts with VT (0x0B)
+ * and ends with FS CR (0x1C 0x0D). Bytes outside a frame other than
+ * whitespace are kept (quarantined) as "outside a frame". A frame larger
+ * than max_frame is read to its end and quarantined (its start), with an AR
+ * whose MSA-2 echoes the control id when the MSH could be read. A frame cut
+ * off by the connection closing is quarantined as unterminated (no ACK can
+ * be sent; the sender still holds it). Nothing received is dropped.
+ */
+#include "mllp.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../base/buf.h"
+#include "../base/log.h"
+#include "hl7.h"
+
+#define VT 0x0B
+#define FS 0x1C
+#define CR 0x0D
+#define IDLE_TIMEOUT_MS (10 * 60 * 1000)
+
+typedef struct conn {
+    mllp_server *srv;
+    int fd;
+    char peer[64];
+    struct conn *next;
+} conn;
+
+struct mllp_server {
+    ingest *g;
+    int lfd;
+    int port;
+    size_t max_frame;
+    pthread_t acceptor;
+    pthread_mutex_t lock;
+    pthread_cond_t gone; /* a connection thread ended */
+    conn *conns;
+    int nconns;
+    int stopping;
+};
+
+static int write_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int send_frame(int fd, const buf *ack) {
+    buf f = {0};
+    buf_putc(&f, VT);
+    buf_append(&f, ack->p, ack->len);
+    buf_putc(&f, FS);
+    buf_putc(&f, CR);
+    int r = write_all(fd, f.p, f.len);
+    buf_free(&f);
+    return r;
+}
+
+/* An oversized frame: quarantine what we kept of it, answer AR. */
+static void oversized(conn *c, const buf *frame, size_t total) {
+    char reason[128];
+    snprintf(reason, sizeof reason, "frame of %zu bytes exceeds the limit of %zu bytes (first %zu kept)", total,
+             c->srv->max_frame, frame->len);
+    ingest_quarantine_raw(c->srv->g, frame->p, frame->len, c->peer, reason);
+    arena a = {0};
+    hl7_msg *m = NULL;
+    hl7_error pe, he;
+    hl7_parse(frame->p, frame->len, NULL, &a, &m, &pe);
+    hl7_fail(&he, ST_TOO_LARGE, HL7_AR, HL7_ERR_INTERNAL, "", 0, -1, 0, 0, 0, 0, "%s", reason);
+    buf ack = {0};
+    hl7_ack_build(m, HL7_AR, &he, 1, NULL, &ack);
+    send_frame(c->fd, &ack);
+    buf_free(&ack);
+    arena_free(&a);
+}
+
+static void *conn_main(void *arg) {
+    conn *c = arg;
+    mllp_server *srv = c->srv;
+    buf frame = {0}, junk = {0}, ack = {0};
+    int in_frame = 0, saw_fs = 0;
+    size_t total = 0; /* bytes of the current frame, including any not kept */
+    char rbuf[65536];
+    for (;;) {
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        int pr = poll(&p, 1, IDLE_TIMEOUT_MS);
+        if (pr == 0) {
+            log_info("mllp: %s idle, closing", c->peer);
+            break;
+        }
+        if (pr < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        ssize_t n = recv(c->fd, rbuf, sizeof rbuf, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        for (ssize_t i = 0; i < n; i++) {
+            unsigned char ch = (unsigned char)rbuf[i];
+            if (!in_frame) {
+                if (ch == VT) {
+                    if (junk.len) {
+                        ingest_quarantine_raw(srv->g, junk.p, junk.len, c->peer, "bytes outside an MLLP frame");
+                        buf_reset(&junk);
+                    }
+                    in_frame = 1;
+                    saw_fs = 0;
+                    total = 0;
+                    buf_reset(&frame);
+                } else if (ch != '\r' && ch != '\n' && ch != ' ' && ch != '\t') {
+                    if (junk.len < srv->max_frame) buf_putc(&junk, (char)ch);
+                }
+                continue;
+            }
+            if (saw_fs) {
+                /* FS CR ends the frame; FS followed by anything else also
+                 * ends it (lenient), the byte is then looked at again */
+                in_frame = 0;
+                saw_fs = 0;
+                if (total > srv->max_frame) {
+                    oversized(c, &frame, total);
+                } else {
+                    buf_reset(&ack);
+                    ingest_hl7(srv->g, frame.p ? frame.p : "", frame.len, c->peer, &ack);
+                    if (send_frame(c->fd, &ack) != 0) goto out;
+                }
+                if (ch != CR) i--;
+                continue;
+            }
+            if (ch == FS) {
+                saw_fs = 1;
+                continue;
+            }
+            if (ch == VT && total == 0) continue; /* doubled start byte */
+            total++;
+            if (frame.len < srv->max_frame) buf_putc(&frame, (char)ch);
+        }
+        if (saw_fs) { /* FS was the last byte read: the frame is complete */
+            in_frame = 0;
+            saw_fs = 0;
+            if (total > srv->max_frame) {
+                oversized(c, &frame, total);
+            } else {
+                buf_reset(&ack);
+                ingest_hl7(srv->g, frame.p ? frame.p : "", frame.len, c->peer, &ack);
+                if (send_frame(c->fd, &ack) != 0) goto out;
+            }
+        }
+    }
+out:
+    if (in_frame && (frame.len || total)) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "unterminated frame (%zu bytes) when the connection closed", total);
+        ingest_quarantine_raw(srv->g, frame.p ? frame.p : "", frame.len, c->peer, reason);
+    }
+    if (junk.len) ingest_quarantine_raw(srv->g, junk.p, junk.len, c->peer, "bytes outside an MLLP frame");
+    buf_free(&frame);
+    buf_free(&junk);
+    buf_free(&ack);
+    close(c->fd);
+    pthread_mutex_lock(&srv->lock);
+    for (conn **pp = &srv->conns; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    }
+    srv->nconns--;
+    pthread_cond_broadcast(&srv->gone);
+    pthread_mutex_unlock(&srv->lock);
+    free(c);
+    return NULL;
+}
+
+static void *accept_main(void *arg) {
+    mllp_server *srv = arg;
+    for (;;) {
+        struct sockaddr_in sa;
+        socklen_t sl = sizeof sa;
+        int fd = accept(srv->lfd, (struct sockaddr *)&sa, &sl);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            break; /* listener shut down */
+        }
+        pthread_mutex_lock(&srv->lock);
+        if (srv->stopping || srv->nconns >= MLLP_MAX_CONNECTIONS) {
+            pthread_mutex_unlock(&srv->lock);
+            close(fd);
+            continue;
+        }
+        conn *c = calloc(1, sizeof *c);
+        if (!c) {
+            pthread_mutex_unlock(&srv->lock);
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c->srv = srv;
+        c->fd = fd;
+        char ip[INET_ADDRSTRLEN] = "?";
+        inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip);
+        snprintf(c->peer, sizeof c->peer, "mllp://%s:%d", ip, ntohs(sa.sin_port));
+        c->next = srv->conns;
+        srv->conns = c;
+        srv->nconns++;
+        pthread_t t;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &at, conn_main, c) != 0) {
+            srv->conns = c->next;
+            srv->nconns--;
+            close(fd);
+            free(c);
+        }
+        pthread_attr_destroy(&at);
+        pthread_mutex_unlock(&srv->lock);
+    }
+    return NULL;
+}
+
+status mllp_start(ingest *g, const char *addr, int port, size_t max_frame, mllp_server **out, err *e) {
+    mllp_server *srv = calloc(1, sizeof *srv);
+    if (!srv) return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
+    srv->g = g;
+    srv->max_frame = max_frame ? max_frame : MLLP_DEFAULT_MAX_FRAME;
+    pthread_mutex_init(&srv->lock, NULL);
+    pthread_cond_init(&srv->gone, NULL);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
+        free(srv);
+        return err_set(e, ST_INVALID, "invalid", "--mllp", "'%s' is not an IPv4 address", addr);
+    }
+    srv->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(srv->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (srv->lfd < 0 || bind(srv->lfd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(srv->lfd, 128) != 0) {
+        status st = err_set(e, ST_IO, "exception", "--mllp", "cannot listen on %s:%d: %s", addr, port, strerror(errno));
+        if (srv->lfd >= 0) close(srv->lfd);
+        free(srv);
+        return st;
+    }
+    socklen_t sl = sizeof sa;
+    getsockname(srv->lfd, (struct sockaddr *)&sa, &sl);
+    srv->port = ntohs(sa.sin_port);
+    if (pthread_create(&srv->acceptor, NULL, accept_main, srv) != 0) {
+        close(srv->lfd);
+        free(srv);
+        return err_set(e, ST_IO, "exception", NULL, "cannot start the MLLP accept thread");
+    }
+    log_info("mllp: listening on %s:%d", addr, srv->port);
+    *out = srv;
+    return ST_OK;
+}
+
+int mllp_port(const mllp_server *m) { return m->port; }
+
+void mllp_stop(mllp_server *srv) {
+    if (!srv) return;
+    pthread_mutex_lock(&srv->lock);
+    srv->stopping = 1;
+    pthread_mutex_unlock(&srv->lock);
+    shutdown(srv->lfd, SHUT_RDWR);
+    close(srv->lfd);
+    pthread_join(srv->acceptor, NULL);
+    /* wake the readers: a connection in the middle of a message finishes
+     * it (ingest answers after the commit) and then sees end of input */
+    pthread_mutex_lock(&srv->lock);
+    for (conn *c = srv->conns; c; c = c->next) shutdown(c->fd, SHUT_RD);
+    while (srv->nconns > 0) pthread_cond_wait(&srv->gone, &srv->lock);
+    pthread_mutex_unlock(&srv->lock);
+    pthread_mutex_destroy(&srv->lock);
+    pthread_cond_destroy(&srv->gone);
+    free(srv);
+}
