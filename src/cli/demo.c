@@ -136,8 +136,7 @@ static void banner(const char *base, void *arg) {
            "  By NHS number:       %s/fhir/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9990000018\n"
            "  Their HbA1c results: %s/fhir/Observation?code=http://snomed.info/sct|999791000000106&_sort=-date\n"
            "  Admissions:          %s/fhir/Encounter?class=IMP&_count=20\n"
-           "  A GP practice:       %s/fhir/Organization/org-Z90001\n\n"
-           "Stop with Ctrl-C.\n",
+           "  A GP practice:       %s/fhir/Organization/org-Z90001\n",
            base, base, base, base, base, base, base, base, base);
     fflush(stdout);
 }

@@ -152,7 +152,12 @@ int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const cha
     }
     char base[300];
     snprintf(base, sizeof base, "http://%s:%d", o->http_addr, http_port(h));
-    if (banner) banner(base, arg);
+    if (banner) {
+        banner(base, arg);
+        if (ml) printf("  HL7 v2 over MLLP:    %s:%d\n", o->mllp_addr, mllp_port(ml));
+        printf("\nStop with Ctrl-C.\n");
+        fflush(stdout);
+    }
     log_info("concord %s serving %s (%s); stop with Ctrl-C or SIGTERM", concord_version, base, store_backend(s));
     int sig = 0;
     sigwait(&set, &sig);
