@@ -37,4 +37,10 @@ case "${BENCH_DB:-}" in
 esac
 command -v sqlite3 >/dev/null 2>&1 || echo "bench: note: without the sqlite3 CLI the WAL is not checkpointed before sizing" >&2
 
-exec /usr/bin/python3 -B "$here/bench.py" "$bin"
+# the server benchmarks, then the synthetic population generator (issue 3's
+# target); BENCH_SKIP_SYNTH=1 leaves the latter out
+/usr/bin/python3 -B "$here/bench.py" "$bin"
+if [ -z "${BENCH_SKIP_SYNTH:-}" ]; then
+  if [ -n "${BENCH_QUICK:-}" ]; then SYNTH_PATIENTS=${SYNTH_PATIENTS:-20000} "$here/synth.sh" "$bin"
+  else "$here/synth.sh" "$bin"; fi
+fi
