@@ -12,10 +12,12 @@
  *
  * Patient fast path: when a clause names one patient through the type's
  * primary compartment parameter (Observation?patient=X, subject=Patient/X),
- * the patient's key is looked up first; the query then filters r.pkey and
- * every index subquery leads with pkey, so it reads only that patient's rows
- * through the (pkey, param, value) indexes — the same predicate that routes
- * a query to one shard when the schema is distributed by patient.
+ * the patient's key is looked up first; the query then filters r.pkey (the
+ * resource_patient index finds that patient's resources of the type), the
+ * reference clauses lead with pkey (idx_ref_patient), and the other clauses
+ * test each candidate by primary key (rkey, param, ...) — only that
+ * patient's rows are read, and r.pkey = ? is the predicate that routes a
+ * query to one shard when the schema is distributed by patient.
  *
  * Date semantics: the stored value and the search value are both ranges
  * [lo, hi]; eq = stored within search, ne = not eq, gt/lt/ge/le compare the
@@ -334,11 +336,17 @@ static status clause_sql(qb *q, const char *alias, const search_clause *c, int64
         sql(q, ")");
         return rc;
     }
-    buf_printf(&q->sql, " AND %s.rkey %s (SELECT rkey FROM %s WHERE ", alias, c->modifier == MOD_NOT ? "NOT IN" : "IN",
-               table);
-    if (pkey && c->modifier != MOD_NOT) {
-        sql(q, "pkey = ? AND ");
-        bi(q, pkey);
+    if (pkey && c->type != SP_REFERENCE) {
+        /* one patient's resources: test each by primary key (rkey, param) */
+        buf_printf(&q->sql, " AND %sEXISTS (SELECT 1 FROM %s x WHERE x.rkey = %s.rkey AND ",
+                   c->modifier == MOD_NOT ? "NOT " : "", table, alias);
+    } else {
+        buf_printf(&q->sql, " AND %s.rkey %s (SELECT rkey FROM %s WHERE ", alias,
+                   c->modifier == MOD_NOT ? "NOT IN" : "IN", table);
+        if (pkey && c->modifier != MOD_NOT) {
+            sql(q, "pkey = ? AND ");
+            bi(q, pkey);
+        }
     }
     sql(q, "param = ? AND (");
     bi(q, param);
