@@ -96,6 +96,18 @@ static void oversized(conn *c, const buf *frame, size_t total) {
     arena_free(&a);
 }
 
+/* A whole frame arrived: store it (or quarantine it if oversized) and
+ * answer. Returns -1 if the answer could not be sent. */
+static int frame_complete(conn *c, const buf *frame, size_t total, buf *ack) {
+    if (total > c->srv->max_frame) {
+        oversized(c, frame, total);
+        return 0;
+    }
+    buf_reset(ack);
+    ingest_hl7(c->srv->g, frame->p ? frame->p : "", frame->len, c->peer, ack);
+    return send_frame(c->fd, ack);
+}
+
 static void *conn_main(void *arg) {
     conn *c = arg;
     mllp_server *srv = c->srv;
@@ -139,13 +151,7 @@ static void *conn_main(void *arg) {
                  * ends it (lenient), the byte is then looked at again */
                 in_frame = 0;
                 saw_fs = 0;
-                if (total > srv->max_frame) {
-                    oversized(c, &frame, total);
-                } else {
-                    buf_reset(&ack);
-                    ingest_hl7(srv->g, frame.p ? frame.p : "", frame.len, c->peer, &ack);
-                    if (send_frame(c->fd, &ack) != 0) goto out;
-                }
+                if (frame_complete(c, &frame, total, &ack) != 0) goto out;
                 if (ch != CR) i--;
                 continue;
             }
@@ -160,13 +166,7 @@ static void *conn_main(void *arg) {
         if (saw_fs) { /* FS was the last byte read: the frame is complete */
             in_frame = 0;
             saw_fs = 0;
-            if (total > srv->max_frame) {
-                oversized(c, &frame, total);
-            } else {
-                buf_reset(&ack);
-                ingest_hl7(srv->g, frame.p ? frame.p : "", frame.len, c->peer, &ack);
-                if (send_frame(c->fd, &ack) != 0) goto out;
-            }
+            if (frame_complete(c, &frame, total, &ack) != 0) goto out;
         }
     }
 out:

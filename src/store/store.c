@@ -555,6 +555,30 @@ static char *stamp_and_serialise(json_t *res, const char *type, const char *id, 
     return out;
 }
 
+/* Insert version 1 of (type, id). Returns 1 with *rkey set, 0 if the id
+ * is already taken (ON CONFLICT: another writer got there first, or it
+ * existed), -1 on error (e filled). */
+static int insert_first_version(store_txn *tx, int64_t pkey, const char *type, const char *id, int64_t now,
+                                const char *body, int64_t *rkey, err *e) {
+    const db_driver *drv = tx->s->drv;
+    static const char ins[] = "INSERT INTO resource (pkey, rtype, id, version, updated, deleted, body)"
+                              " VALUES (?, ?, ?, 1, ?, 0, ?) ON CONFLICT (rtype, id) DO NOTHING RETURNING rkey";
+    db_stmt *st = NULL;
+    if (drv->prepare(tx->d, ins, 1, &st, e) != ST_OK) return -1;
+    drv->bind_int(st, 1, pkey);
+    drv->bind_text(st, 2, type, -1);
+    drv->bind_text(st, 3, id, -1);
+    drv->bind_int(st, 4, now);
+    drv->bind_text(st, 5, body, -1);
+    int r = drv->step(st, e);
+    if (r == 1) {
+        *rkey = drv->col_int(st, 0);
+        while (drv->step(st, e) == 1) {}
+    }
+    drv->done(st);
+    return r;
+}
+
 /* Prepared creates (store_prepare): the body stamped as version 1, its
  * index rows and patient id, computed before the write lock is taken so
  * that concurrent requests do this CPU work in parallel. */
@@ -597,20 +621,8 @@ static status put_impl(store_txn *tx, json_t *res, const char *id, int64_t if_ma
         int64_t pkey = 0;
         if (prep->pid) rc = txn_patient_key(tx, prep->pid, &pkey, e);
         if (rc != ST_OK) goto out;
-        static const char ins[] = "INSERT INTO resource (pkey, rtype, id, version, updated, deleted, body)"
-                                  " VALUES (?, ?, ?, 1, ?, 0, ?) ON CONFLICT (rtype, id) DO NOTHING RETURNING rkey";
-        rc = drv->prepare(tx->d, ins, 1, &st, e);
-        if (rc != ST_OK) goto out;
-        drv->bind_int(st, 1, pkey);
-        drv->bind_text(st, 2, type, -1);
-        drv->bind_text(st, 3, id, -1);
-        drv->bind_int(st, 4, prep->now);
-        drv->bind_text(st, 5, prep->body, -1);
-        int r = drv->step(st, e);
-        int64_t rkey = r == 1 ? drv->col_int(st, 0) : 0;
-        if (r == 1)
-            while (drv->step(st, e) == 1) {}
-        drv->done(st);
+        int64_t rkey = 0;
+        int r = insert_first_version(tx, pkey, type, id, prep->now, prep->body, &rkey, e);
         if (r < 0) {
             rc = e ? e->code : ST_IO;
             goto out;
@@ -691,23 +703,8 @@ retry:
         /* ON CONFLICT: another transaction created this id after we looked
          * (PostgreSQL; SQLite serialises writers). Read it again and write
          * the next version on top, or refuse if we were asked to create. */
-        static const char ins[] = "INSERT INTO resource (pkey, rtype, id, version, updated, deleted, body)"
-                                  " VALUES (?, ?, ?, 1, ?, 0, ?) ON CONFLICT (rtype, id) DO NOTHING RETURNING rkey";
-        rc = drv->prepare(tx->d, ins, 1, &st, e);
-        if (rc != ST_OK) goto out;
-        drv->bind_int(st, 1, pkey);
-        drv->bind_text(st, 2, type, -1);
-        drv->bind_text(st, 3, id, -1);
-        drv->bind_int(st, 4, now);
-        drv->bind_text(st, 5, body, -1);
-        int r = drv->step(st, e);
-        if (r == 1) {
-            rkey = drv->col_int(st, 0);
-            while (drv->step(st, e) == 1) {}
-        } else if (r < 0) {
-            rc = e ? e->code : ST_IO;
-        }
-        drv->done(st);
+        int r = insert_first_version(tx, pkey, type, id, now, body, &rkey, e);
+        if (r < 0) rc = e ? e->code : ST_IO;
         if (r == 0) {
             free(body);
             body = NULL;
