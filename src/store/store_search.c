@@ -114,8 +114,11 @@ static void range_cond(qb *q, search_prefix p, const char *lo, const char *hi, i
 #define BHI() (is_int ? bi(q, ihi) : bd(q, dhi))
     switch (p) {
     case PFX_EQ:
-        buf_printf(&q->sql, "%s >= ? AND %s <= ?", lo, hi);
+        /* lo <= search hi follows from the other two (lo <= hi), but said
+         * outright it bounds the (param, lo) index scan from above too */
+        buf_printf(&q->sql, "%s >= ? AND %s <= ? AND %s <= ?", lo, lo, hi);
         BLO();
+        BHI();
         BHI();
         break;
     case PFX_NE:
