@@ -410,11 +410,10 @@ static status parse_clause(arena *a, const char *rtype, const char *name, const 
         c->n_values = 0;
         return ST_OK;
     }
-    char **parts;
-    int n = split_escaped(a, value, ',', &parts);
-    /* split_escaped unescaped \, already; values need their other escapes
-     * (\| for tokens) so re-split on the raw value keeping escapes */
-    int cap = n;
+    /* one value per unescaped comma; each is parsed from the raw text, which
+     * keeps the other escapes (\| for tokens) for parse_value */
+    int cap = 1;
+    for (const char *p = find_unescaped(value, ','); p; p = find_unescaped(p + 1, ',')) cap++;
     c->values = arena_zalloc(a, (size_t)cap * sizeof *c->values);
     const char *p = value;
     int k = 0;
