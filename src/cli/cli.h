@@ -18,6 +18,8 @@ typedef struct cli_opts {
     size_t max_body;
     char mllp_addr[64]; /* "" = no MLLP listener */
     int mllp_port;
+    const char *import_dir; /* where $import reads files and spools uploads */
+    const char *mappings_dir; /* CSV mappings by name, or NULL: cli_mappings_dir's default */
 } cli_opts;
 
 extern const char *concord_version;
@@ -27,10 +29,12 @@ void cli_defaults(cli_opts *o);
  * 2 = usage error (message printed). */
 int cli_parse_common(cli_opts *o, int argc, char **argv, int *i);
 int cli_open_store(const cli_opts *o, int migrate, store **s);
+const char *cli_mappings_dir(const cli_opts *o);
 int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const char *base, void *), void *arg);
 
 int cmd_demo(int argc, char **argv);
 int cmd_synth(int argc, char **argv); /* synth.c */
 int cmd_quarantine(int argc, char **argv); /* quarantine.c */
+int cmd_import(int argc, char **argv);     /* import.c */
 
 #endif

@@ -15,9 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../base/log.h"
 #include "../http/server.h"
+#include "../ingest/import_service.h"
 #include "../ingest/ingest.h"
 #include "../ingest/mllp.h"
 #include "../store/store.h"
@@ -75,6 +77,12 @@ int cli_parse_common(cli_opts *o, int argc, char **argv, int *i) {
         memcpy(o->mllp_addr, val, n);
         o->mllp_addr[n] = 0;
         o->mllp_port = (int)port;
+    } else if (strcmp(a, "--mappings") == 0) {
+        NEXT();
+        o->mappings_dir = val;
+    } else if (strcmp(a, "--import-dir") == 0) {
+        NEXT();
+        o->import_dir = val;
     } else if (strcmp(a, "--threads") == 0) {
         NEXT();
         o->threads = atoi(val);
@@ -97,6 +105,17 @@ int cli_parse_common(cli_opts *o, int argc, char **argv, int *i) {
 #undef NEXT
 }
 
+#ifndef CONCORD_SOURCE_DIR
+#define CONCORD_SOURCE_DIR "."
+#endif
+
+const char *cli_mappings_dir(const cli_opts *o) {
+    if (o->mappings_dir) return o->mappings_dir;
+    struct stat st;
+    if (stat("mappings", &st) == 0 && S_ISDIR(st.st_mode)) return "mappings";
+    return CONCORD_SOURCE_DIR "/mappings"; /* a build run from elsewhere */
+}
+
 void cli_defaults(cli_opts *o) {
     memset(o, 0, sizeof *o);
     o->db = getenv("CONCORD_DB");
@@ -105,6 +124,7 @@ void cli_defaults(cli_opts *o) {
     o->http_port = 8080;
     snprintf(o->mllp_addr, sizeof o->mllp_addr, "127.0.0.1");
     o->mllp_port = MLLP_DEFAULT_PORT;
+    o->import_dir = "var/import";
 }
 
 int cli_open_store(const cli_opts *o, int migrate, store **s) {
@@ -144,8 +164,17 @@ int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const cha
         ingest_stop(g);
         return 1;
     }
+    import_service *imp = NULL;
+    if (import_service_start(s, g, o->import_dir, cli_mappings_dir(o), &imp, &e) != ST_OK) {
+        fprintf(stderr, "concord: %s (use --import-dir DIR)\n", e.msg);
+        mllp_stop(ml);
+        ingest_stop(g);
+        return 1;
+    }
+    cfg.ext[cfg.n_ext++] = (rest_ext){import_service_routes, import_service_nroutes, imp};
     if (http_start(s, &cfg, &h, &e) != ST_OK) {
         fprintf(stderr, "concord: %s\n", e.msg);
+        import_service_stop(imp);
         mllp_stop(ml);
         ingest_stop(g);
         return 1;
@@ -163,6 +192,7 @@ int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const cha
     sigwait(&set, &sig);
     log_info("received %s: finishing in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     http_stop(h);
+    import_service_stop(imp);
     mllp_stop(ml);
     ingest_stop(g);
     log_info("stopped cleanly");
@@ -220,6 +250,7 @@ static const struct command {
     {"serve", cmd_serve, "run the server: FHIR R4 API at /fhir, landing page at /"},
     {"demo", cmd_demo, "load a demonstration population (if the store is empty) and serve it"},
     {"synth", cmd_synth, "generate a synthetic population and every care setting's feeds about it"},
+    {"import", cmd_import, "import FHIR ndjson, Bundles or CSV extracts (files or directories)"},
     {"quarantine", cmd_quarantine, "list, show, replay or discard messages ingest refused"},
     {"migrate", cmd_migrate, "apply pending schema migrations and exit"},
     {"help", cmd_help, "show this help"},
@@ -237,12 +268,23 @@ static int cmd_help(int argc, char **argv) {
            "  --http ADDR:PORT   where to listen (default 127.0.0.1:8080)\n"
            "  --mllp ADDR:PORT   HL7 v2 over MLLP (default 127.0.0.1:2575; off to disable)\n"
            "  --threads N        HTTP worker threads (default 2 x cores)\n"
+           "  --import-dir DIR   files $import may read, and where uploads are kept\n"
+           "                     (default var/import)\n"
+           "  --mappings DIR     CSV mapping files, named in $import (default mappings/)\n"
            "  --max-body BYTES   largest request body accepted (default 64 MiB)\n"
            "  --log-level LEVEL  debug, info, warn, error (default info)\n"
            "\ndemo options:\n"
            "  --patients N       size of the demonstration population (default 2000)\n"
            "  --seed S           random seed (default 1)\n"
-           "  --no-serve         load the data and exit\n");
+           "  --no-serve         load the data and exit\n"
+           "\nimport options (concord import FILE|DIR...):\n"
+           "  --format F         ndjson, bundle or csv (default: from the file name or content)\n"
+           "  --mapping MAP      CSV mapping file (mappings/ has one per provider)\n"
+           "  --org ODS          tag what is imported with its source organisation\n"
+           "  --setting S        and care setting: primary-care, acute, community,\n"
+           "                     social-care, mental-health\n"
+           "  --force            import files again that were imported completely before\n"
+           "  --quiet            no progress line and no summary\n");
     return 0;
 }
 

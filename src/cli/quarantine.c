@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "../fhir/fhirdate.h"
+#include "../ingest/import.h"
 #include "../ingest/ingest.h"
 #include "cli.h"
 
@@ -102,6 +103,16 @@ int cmd_quarantine(int argc, char **argv) {
             }
             printf("bytes (%zu):\n", m->body_len);
             print_escaped(m->body, m->body_len);
+        }
+    } else if (strcmp(verb, "replay") == 0 && store_message_get(s, key, &l, &e) == ST_OK && l.n == 1 &&
+               strcmp(l.v[0].channel, "file") == 0) {
+        /* a record from a file import: parsed, mapped and validated again */
+        if (import_replay(s, key, &e) != ST_OK) {
+            fprintf(stderr, "concord: quarantine replay: record %lld refused again: %s%s%s\n", (long long)key, e.msg,
+                    e.where[0] ? " at " : "", e.where);
+            rc = 1;
+        } else {
+            printf("record %lld replayed: accepted and stored\n", (long long)key);
         }
     } else if (strcmp(verb, "replay") == 0) {
         ingest *g = NULL;

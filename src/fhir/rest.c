@@ -1025,6 +1025,27 @@ static void route(rest_ctx *ctx, const rest_request *rq, rest_response *rs) {
         while (*p && *p != '/') p++;
     }
     int path_matched = 0;
+    for (size_t x = 0; x < ctx->n_ext; x++) {
+        for (size_t r = 0; r < ctx->ext[x].n; r++) {
+            const rest_ext_route *rt = &ctx->ext[x].routes[r];
+            int n = 0;
+            while (n < 4 && rt->seg[n]) n++;
+            if (n != nseg) continue;
+            const char *id = NULL;
+            int ok = 1;
+            for (int i = 0; i < n && ok; i++) {
+                if (strcmp(rt->seg[i], "{id}") == 0) id = seg[i];
+                else if (strcmp(rt->seg[i], "{type}") == 0) ok = fhir_resource_type(seg[i]) != NULL;
+                else ok = strcmp(rt->seg[i], seg[i]) == 0;
+            }
+            if (!ok) continue;
+            path_matched = 1;
+            if (strcmp(rt->method, rq->method) != 0) continue;
+            rt->fn(ctx->ext[x].user, rq, rs, id);
+            if (!rs->content_type) rs->content_type = FHIR_JSON;
+            return;
+        }
+    }
     for (size_t r = 0; r < sizeof routes / sizeof routes[0]; r++) {
         const struct route *rt = &routes[r];
         int n = 0;

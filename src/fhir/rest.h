@@ -37,12 +37,35 @@ typedef struct rest_response {
     char etag[32];            /* W/"3" or empty */
     char location[512];       /* or empty */
     char last_modified[40];   /* RFC 7231 date or empty */
+    char content_location[512]; /* or empty (async operations: where to poll) */
+    char progress[128];       /* X-Progress (async operations), or empty */
 } rest_response;
+
+/* Operations served by other modules (file import, quarantine) under the
+ * same base: segments as in the built-in routes ("{id}" matches any
+ * segment and is passed as `id`; anything else literal). Looked at before
+ * the built-in routes. */
+typedef void (*rest_ext_fn)(void *user, const rest_request *rq, rest_response *rs, const char *id);
+typedef struct rest_ext_route {
+    const char *method;
+    const char *seg[4];
+    rest_ext_fn fn;
+} rest_ext_route;
+
+/* One module's routes and the `user` pointer its handlers get. */
+typedef struct rest_ext {
+    const rest_ext_route *routes;
+    size_t n;
+    void *user;
+} rest_ext;
+#define REST_MAX_EXT 8
 
 typedef struct rest_ctx {
     store *store;
     const char *version;       /* concord version for CapabilityStatement */
     size_t max_body;           /* for the CapabilityStatement's description */
+    rest_ext ext[REST_MAX_EXT]; /* more operations (file import, registry ...) */
+    size_t n_ext;
 } rest_ctx;
 
 /* Handle one request. `rs` must be zero-initialised; the caller frees

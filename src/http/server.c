@@ -69,6 +69,8 @@ static enum MHD_Result send_buf(struct MHD_Connection *c, int status, const char
         if (rs->etag[0]) MHD_add_response_header(r, "ETag", rs->etag);
         if (rs->location[0]) MHD_add_response_header(r, "Location", rs->location);
         if (rs->last_modified[0]) MHD_add_response_header(r, "Last-Modified", rs->last_modified);
+        if (rs->content_location[0]) MHD_add_response_header(r, "Content-Location", rs->content_location);
+        if (rs->progress[0]) MHD_add_response_header(r, "X-Progress", rs->progress);
     }
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
@@ -327,6 +329,8 @@ status http_start(store *s, const http_config *cfg, http_server **out, err *e) {
     h->rest.store = s;
     h->rest.version = h->cfg.version;
     h->rest.max_body = h->cfg.max_body;
+    memcpy(h->rest.ext, cfg->ext, sizeof h->rest.ext);
+    h->rest.n_ext = cfg->n_ext;
     log_info("http: listening on %s:%d with %d worker threads", cfg->addr ? cfg->addr : "127.0.0.1", h->port, threads);
     *out = h;
     return ST_OK;

@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "../base/status.h"
+#include "../fhir/rest.h"
 #include "../store/store.h"
 
 typedef struct http_server http_server;
@@ -20,6 +21,8 @@ typedef struct http_config {
     size_t max_body;     /* bytes; larger bodies get 413 */
     const char *version; /* concord version */
     const char *public_base; /* base URL to advertise, or NULL to derive */
+    rest_ext ext[REST_MAX_EXT]; /* operations of other modules under /fhir */
+    size_t n_ext;
 } http_config;
 
 status http_start(store *s, const http_config *cfg, http_server **out, err *e);

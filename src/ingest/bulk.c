@@ -38,9 +38,12 @@ typedef struct slot {
     slot_state state;
     char type[64];
     char id[72];
+    char fallback_id[72];
     char *json;
     size_t len;
     int group_end;
+    int pre_rejected; /* added as rejected: e says why */
+    bulk_mark mark;
     json_t *res;
     store_prep *prep;
     err e;
@@ -48,6 +51,8 @@ typedef struct slot {
 
 struct bulk {
     store *s;
+    bulk_hooks hooks;
+    int hooked;
     int batch;
     int nworkers;
     pthread_t workers[BULK_MAX_WORKERS];
@@ -62,6 +67,7 @@ struct bulk {
     int64_t claimed; /* items taken by workers */
     int64_t stored;  /* items the writer has consumed */
     int64_t ok;      /* items stored successfully */
+    int64_t rejected; /* items recorded by the reject hook */
     int64_t commits;
     int finishing;
     int failed;
@@ -80,18 +86,38 @@ static void slot_clear(slot *sl) {
 
 /* Parse, validate and prepare; returns the slot's next state (set by the
  * caller under the lock). */
-static slot_state prepare_slot(slot *sl) {
+static slot_state prepare_slot(const bulk *b, slot *sl) {
     json_error_t je;
     slot_state next = SLOT_READY;
+    if (sl->pre_rejected) return SLOT_FAILED;
     if (!sl->json) return SLOT_READY; /* a group boundary, not a resource */
     sl->res = fhir_json_load(sl->json, sl->len, &je);
     if (!sl->res) {
-        err_set(&sl->e, ST_INVALID, "structure", sl->id, "%s/%s is not JSON: %s (line %d, column %d)", sl->type,
-                sl->id, je.text, je.line, je.column);
+        if (sl->type[0])
+            err_set(&sl->e, ST_INVALID, "structure", sl->id, "%s/%s is not JSON: %s (line %d, column %d)", sl->type,
+                    sl->id, je.text, je.line, je.column);
+        else
+            err_set(&sl->e, ST_INVALID, "structure", NULL, "not JSON: %s (column %d)", je.text, je.column);
         return SLOT_FAILED;
     }
-    if (fhir_validate(sl->res, sl->type, &sl->e) != ST_OK ||
-        store_prepare(sl->res, sl->id[0] ? sl->id : NULL, &sl->prep, &sl->e) != ST_OK) {
+    if (!sl->type[0]) {
+        const char *rt = json_is_object(sl->res) ? json_string_value(json_object_get(sl->res, "resourceType")) : NULL;
+        if (!rt) {
+            err_set(&sl->e, ST_INVALID, "required", "resourceType",
+                    json_is_object(sl->res) ? "no resourceType: not a FHIR resource" : "not a JSON object");
+            fhir_json_release();
+            return SLOT_FAILED;
+        }
+        snprintf(sl->type, sizeof sl->type, "%s", rt);
+    }
+    const char *id = sl->id[0] ? sl->id : NULL;
+    if (!id) {
+        const char *own = json_string_value(json_object_get(sl->res, "id"));
+        snprintf(sl->id, sizeof sl->id, "%s", own ? own : sl->fallback_id);
+        id = sl->id[0] ? sl->id : NULL;
+    }
+    if ((b->hooks.transform && b->hooks.transform(b->hooks.ctx, sl->res, &sl->mark, &sl->e) != ST_OK) ||
+        fhir_validate(sl->res, sl->type, &sl->e) != ST_OK || store_prepare(sl->res, id, &sl->prep, &sl->e) != ST_OK) {
         char inner[sizeof sl->e.where];
         memcpy(inner, sl->e.where, sizeof inner);
         snprintf(sl->e.where, sizeof sl->e.where, "%.40s/%.64s %.50s", sl->type, sl->id, inner);
@@ -120,7 +146,7 @@ static void *worker_main(void *arg) {
         pthread_mutex_unlock(&b->lock);
         for (int64_t k = 0; k < n; k++) {
             slot *sl = &b->ring[(first + k) % BULK_RING];
-            slot_state next = prepare_slot(sl);
+            slot_state next = prepare_slot(b, sl);
             pthread_mutex_lock(&b->lock);
             sl->state = next;
             if (b->writer_waiting && first + k == b->stored) pthread_cond_signal(&b->ready);
@@ -138,11 +164,15 @@ static void fail(bulk *b, const err *e) {
     }
 }
 
+/* Writer: store READY items, record FAILED ones through the reject hook
+ * (or stop), commit after a group end once `batch` items are in the
+ * transaction, checkpointing just before. */
 static void *writer_main(void *arg) {
     bulk *b = arg;
     pthread_setname_np(pthread_self(), "bulk-writer");
     store_txn *tx = NULL;
-    int64_t in_txn = 0;
+    int64_t in_txn = 0, ok = 0, rejected = 0;
+    bulk_mark last = {0};
     err e;
     pthread_mutex_lock(&b->lock);
     for (;;) {
@@ -157,28 +187,53 @@ static void *writer_main(void *arg) {
         int failed = b->failed;
         pthread_mutex_unlock(&b->lock);
         status rc = ST_OK;
-        int committed = 0;
-        if (sl->state == SLOT_FAILED) {
-            e = sl->e;
-            rc = e.code ? e.code : ST_INVALID;
-        } else if (!failed) {
-            if (sl->prep && !tx) rc = store_begin(b->s, &tx, &e);
-            if (rc == ST_OK && sl->prep) rc = store_put_prepared(tx, sl->prep, 0, NULL, NULL, NULL, &e);
-            if (rc == ST_OK && sl->prep) in_txn++;
-            else if (rc != ST_OK && !e.where[0]) snprintf(e.where, sizeof e.where, "%s/%s", sl->type, sl->id);
-            if (rc == ST_OK && tx && sl->group_end && in_txn >= b->batch) {
-                rc = store_commit(tx, &e);
-                committed = rc == ST_OK;
-                tx = NULL;
-                in_txn = 0;
+        int committed = 0, stored_one = 0, rejected_one = 0;
+        err_clear(&e);
+        if (!failed) {
+            int is_item = sl->prep != NULL || sl->state == SLOT_FAILED;
+            if (sl->state == SLOT_FAILED && !(b->hooked && b->hooks.reject)) {
+                e = sl->e;
+                rc = e.code ? e.code : ST_INVALID;
+            } else {
+                if (is_item && !tx) rc = store_begin(b->s, &tx, &e);
+                if (rc == ST_OK && sl->state == SLOT_FAILED) {
+                    rc = b->hooks.reject(b->hooks.ctx, tx, &sl->mark, sl->json, sl->json ? sl->len : 0, &sl->e, &e);
+                    rejected_one = rc == ST_OK;
+                } else if (rc == ST_OK && sl->prep) {
+                    rc = store_put_prepared(tx, sl->prep, 0, NULL, NULL, NULL, &e);
+                    if (rc != ST_OK && !e.where[0]) snprintf(e.where, sizeof e.where, "%s/%s", sl->type, sl->id);
+                    stored_one = rc == ST_OK;
+                }
+                if (rc == ST_OK && is_item) {
+                    in_txn++;
+                    ok += stored_one;
+                    rejected += rejected_one;
+                }
+                if (rc == ST_OK && (sl->json || sl->pre_rejected) && sl->mark.bytes_done) last = sl->mark;
+                if (rc == ST_OK && tx && sl->group_end && in_txn >= b->batch) {
+                    if (b->hooked && b->hooks.checkpoint)
+                        rc = b->hooks.checkpoint(b->hooks.ctx, tx, &last, ok, rejected, &e);
+                    if (rc == ST_OK) {
+                        rc = store_commit(tx, &e);
+                        committed = rc == ST_OK;
+                    } else {
+                        store_rollback(tx);
+                    }
+                    tx = NULL;
+                    in_txn = 0;
+                }
             }
         }
-        int was_resource = sl->prep != NULL && rc == ST_OK && !failed;
-        slot_clear(sl);
+        /* the slot's memory is released by the producer when it reuses
+         * the slot (bulk_add_item): frees off the writer, the bottleneck */
+        sl->state = SLOT_EMPTY;
         pthread_mutex_lock(&b->lock);
         if (rc != ST_OK) fail(b, &e);
-        if (was_resource) b->ok++;
-        if (committed) b->commits++;
+        if (committed) {
+            b->ok = ok;
+            b->rejected = rejected;
+            b->commits++;
+        }
         b->stored++;
         if (b->producer_waiting && (b->failed || b->added - b->stored <= BULK_RING / 2))
             pthread_cond_signal(&b->space);
@@ -186,20 +241,37 @@ static void *writer_main(void *arg) {
     pthread_mutex_unlock(&b->lock);
     if (tx) {
         status rc = ST_OK;
-        if (b->failed) store_rollback(tx); /* a group cut short is not committed */
-        else rc = store_commit(tx, &e);
+        if (b->failed) {
+            store_rollback(tx); /* a group cut short is not committed */
+        } else {
+            if (b->hooked && b->hooks.checkpoint) rc = b->hooks.checkpoint(b->hooks.ctx, tx, &last, ok, rejected, &e);
+            if (rc == ST_OK) rc = store_commit(tx, &e);
+            else store_rollback(tx);
+        }
         pthread_mutex_lock(&b->lock);
         if (rc != ST_OK) fail(b, &e);
-        else if (!b->failed) b->commits++;
+        else if (!b->failed) {
+            b->ok = ok;
+            b->rejected = rejected;
+            b->commits++;
+        }
         pthread_mutex_unlock(&b->lock);
     }
     return NULL;
 }
 
 status bulk_start(store *s, int workers, int batch, bulk **out, err *e) {
+    return bulk_start_hooked(s, workers, batch, NULL, out, e);
+}
+
+status bulk_start_hooked(store *s, int workers, int batch, const bulk_hooks *h, bulk **out, err *e) {
     bulk *b = calloc(1, sizeof *b);
     if (!b) return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
     b->s = s;
+    if (h) {
+        b->hooks = *h;
+        b->hooked = 1;
+    }
     b->batch = batch > 0 ? batch : 5000;
     if (workers <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -217,6 +289,11 @@ status bulk_start(store *s, int workers, int batch, bulk **out, err *e) {
 }
 
 status bulk_add(bulk *b, const char *type, const char *id, const char *json, size_t len, int group_end, err *e) {
+    bulk_item it = {.type = type, .id = id, .json = json, .len = len, .group_end = group_end};
+    return bulk_add_item(b, &it, e);
+}
+
+status bulk_add_item(bulk *b, const bulk_item *it, err *e) {
     pthread_mutex_lock(&b->lock);
     while (!b->failed && b->added - b->stored >= BULK_RING) {
         b->producer_waiting = 1;
@@ -232,22 +309,27 @@ status bulk_add(bulk *b, const char *type, const char *id, const char *json, siz
     slot *sl = &b->ring[b->added % BULK_RING];
     pthread_mutex_unlock(&b->lock);
     /* the slot is ours: EMPTY and not yet counted in `added` */
-    snprintf(sl->type, sizeof sl->type, "%s", type ? type : "");
-    snprintf(sl->id, sizeof sl->id, "%s", id ? id : "");
+    slot_clear(sl);
+    snprintf(sl->type, sizeof sl->type, "%s", it->type ? it->type : "");
+    snprintf(sl->id, sizeof sl->id, "%s", it->id ? it->id : "");
+    snprintf(sl->fallback_id, sizeof sl->fallback_id, "%s", it->fallback_id ? it->fallback_id : "");
     sl->json = NULL;
-    if (json) {
-        sl->json = malloc(len + 1);
+    if (it->json) {
+        sl->json = malloc(it->len + 1);
         if (!sl->json) abort();
-        memcpy(sl->json, json, len);
-        sl->json[len] = 0;
+        memcpy(sl->json, it->json, it->len);
+        sl->json[it->len] = 0;
     }
-    sl->len = len;
-    sl->group_end = group_end;
+    sl->len = it->len;
+    sl->group_end = it->group_end;
+    sl->mark = it->mark;
     err_clear(&sl->e);
+    sl->pre_rejected = it->rejected != NULL;
+    if (it->rejected) sl->e = *it->rejected;
     sl->state = SLOT_RAW;
     pthread_mutex_lock(&b->lock);
     b->added++;
-    if (b->workers_waiting && (b->added - b->claimed >= BULK_CHUNK || !json)) pthread_cond_signal(&b->work);
+    if (b->workers_waiting && (b->added - b->claimed >= BULK_CHUNK || !it->json)) pthread_cond_signal(&b->work);
     pthread_mutex_unlock(&b->lock);
     return ST_OK;
 }
@@ -274,6 +356,7 @@ status bulk_finish(bulk *b, bulk_stats *stats, err *e) {
     }
     if (stats) {
         stats->resources = b->ok;
+        stats->rejected = b->rejected;
         stats->commits = b->commits;
     }
     for (int i = 0; i < BULK_RING; i++) slot_clear(&b->ring[i]);

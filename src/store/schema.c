@@ -94,6 +94,19 @@ static const char *const migrations[] = {
      * every write. idx_ref_patient stays: it finds a patient's resources. */
     "DROP INDEX idx_token_patient;"
     "DROP INDEX idx_date_patient;",
+
+    /* 4: file imports (concord import, $import): one job, its files, and
+     * per file how far it is durably imported — written in the same
+     * transaction as the resources it counts, so an interrupted import
+     * resumes exactly after the last committed record. */
+    "CREATE TABLE import_job (job_key {KEY}, created BIGINT NOT NULL, updated BIGINT NOT NULL,"
+    " status {TEXT} NOT NULL, origin {TEXT} NOT NULL, request TEXT NOT NULL, message TEXT);"
+    "CREATE INDEX import_job_status ON import_job (status, job_key);"
+    "CREATE TABLE import_file (job_key BIGINT NOT NULL, file_no INTEGER NOT NULL, path {TEXT} NOT NULL,"
+    " fingerprint {TEXT} NOT NULL, format {TEXT} NOT NULL, size BIGINT NOT NULL, bytes_done BIGINT NOT NULL,"
+    " lines_done BIGINT NOT NULL, stored BIGINT NOT NULL, quarantined BIGINT NOT NULL, status {TEXT} NOT NULL,"
+    " message TEXT, PRIMARY KEY (job_key, file_no));"
+    "CREATE INDEX import_file_fingerprint ON import_file (fingerprint);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

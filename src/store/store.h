@@ -141,6 +141,50 @@ status store_message_set_status(store *s, int64_t key, const char *from, const c
 /* Patient key for a patient id inside a write transaction (assigned if new). */
 status store_txn_patient_key(store_txn *tx, const char *patient_id, int64_t *pkey, err *e);
 
+/* ---- import jobs (store_import.c) ------------------------------------ */
+/* A file import (concord import, $import): the job and, per file, how far
+ * it is durably imported. Strings point into the list's arena. */
+typedef struct store_import_file {
+    int64_t job;
+    int file_no;
+    const char *path, *fingerprint, *format, *status, *message;
+    int64_t size, bytes_done, lines_done, stored, quarantined;
+} store_import_file;
+
+typedef struct store_import_job {
+    int64_t key, created_usec, updated_usec;
+    const char *status; /* queued | running | done | failed | cancelled */
+    const char *origin; /* cli | api */
+    const char *request; /* JSON: what was asked */
+    const char *message;
+    store_import_file *files;
+    size_t nfiles;
+} store_import_job;
+
+typedef struct store_import_list {
+    store_import_job *v;
+    size_t n;
+    arena a;
+} store_import_list;
+void store_import_list_free(store_import_list *l);
+
+status store_import_job_create(store *s, const char *origin, const char *status, const char *request,
+                               int64_t *job, err *e);
+status store_import_job_set(store *s, int64_t job, const char *status, const char *message, err *e);
+/* One job with its files (out->n == 1), or ST_NOT_FOUND. */
+status store_import_job_get(store *s, int64_t job, store_import_list *out, err *e);
+/* Jobs in a status (NULL = all), oldest first, with their files. */
+status store_import_job_list(store *s, const char *status, int limit, store_import_list *out, err *e);
+/* The newest file record with this fingerprint (*found = 0 if none);
+ * strings in out->a. */
+status store_import_file_find(store *s, const char *fingerprint, store_import_list *out, store_import_file *f,
+                              int *found, err *e);
+status store_import_file_add(store *s, const store_import_file *f, err *e);
+/* Progress of one file, inside the transaction that stored what it counts. */
+status store_import_checkpoint(store_txn *tx, int64_t job, int file_no, int64_t bytes_done, int64_t lines_done,
+                               int64_t stored, int64_t quarantined, err *e);
+status store_import_file_set(store *s, int64_t job, int file_no, const char *status, const char *message, err *e);
+
 /* ---- reads ----------------------------------------------------------- */
 /* Read the current version (version == 0) or a given version. Deleted:
  * ST_GONE with meta filled. Missing: ST_NOT_FOUND. Body appended to `body`. */

@@ -51,6 +51,7 @@ class ConcordServer:
         self.mllp_port = None
         self.starts = 0
         self.log_path = os.path.join(str(logdir), "stderr.log")
+        self.import_dir = os.path.join(str(logdir), "import")  # what $import may read
 
     @property
     def root(self):
@@ -80,7 +81,7 @@ class ConcordServer:
                 log.flush()
                 self.proc = subprocess.Popen(
                     [self.binary, "serve", "--db", self.db, "--http", f"127.0.0.1:{self.port}",
-                     "--mllp", f"127.0.0.1:{self.mllp_port}", *self.extra_args],
+                     "--mllp", f"127.0.0.1:{self.mllp_port}", "--import-dir", self.import_dir, *self.extra_args],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
