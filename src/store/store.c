@@ -555,6 +555,27 @@ static char *stamp_and_serialise(json_t *res, const char *type, const char *id, 
     return out;
 }
 
+status store_add_write_hook(store *s, const char *type, store_write_hook fn, void *ctx, err *e) {
+    if (s->nhooks == STORE_MAX_HOOKS) return err_set(e, ST_INVALID, "exception", NULL, "too many store write hooks");
+    s->hooks[s->nhooks].type = type;
+    s->hooks[s->nhooks].fn = fn;
+    s->hooks[s->nhooks].ctx = ctx;
+    s->nhooks++;
+    return ST_OK;
+}
+
+store *store_txn_store(store_txn *tx) { return tx->s; }
+
+static status run_hooks(store_txn *tx, const store_write_event *ev, err *e) {
+    store *s = tx->s;
+    for (int i = 0; i < s->nhooks; i++) {
+        if (s->hooks[i].type && strcmp(s->hooks[i].type, ev->type) != 0) continue;
+        status rc = s->hooks[i].fn(s->hooks[i].ctx, tx, ev, e);
+        if (rc != ST_OK) return rc;
+    }
+    return ST_OK;
+}
+
 /* Insert version 1 of (type, id). Returns 1 with *rkey set, 0 if the id
  * is already taken (ON CONFLICT: another writer got there first, or it
  * existed), -1 on error (e filled). */
@@ -629,6 +650,10 @@ static status put_impl(store_txn *tx, json_t *res, const char *id, int64_t if_ma
         }
         if (r == 1) {
             rc = write_index(tx, pkey, rkey, &prep->rows, e);
+            if (rc == ST_OK && tx->s->nhooks) {
+                store_write_event ev = {type, id, 1, 0, pkey, rkey, res, prep->body};
+                rc = run_hooks(tx, &ev, e);
+            }
             if (rc != ST_OK) goto out;
             if (out) {
                 snprintf(out->type, sizeof out->type, "%s", type);
@@ -718,6 +743,10 @@ retry:
     }
     if (rc != ST_OK) goto out;
     rc = write_index(tx, pkey, rkey, &rows, e);
+    if (rc == ST_OK && tx->s->nhooks) {
+        store_write_event ev = {type, id, version, 0, pkey, rkey, res, body};
+        rc = run_hooks(tx, &ev, e);
+    }
     if (rc != ST_OK) goto out;
     if (out) {
         snprintf(out->type, sizeof out->type, "%s", type);
@@ -804,6 +833,10 @@ status store_delete(store_txn *tx, const char *type, const char *id, store_meta 
     out->version = cur.version + 1;
     out->updated_usec = now;
     out->deleted = 1;
+    if (rc == ST_OK && tx->s->nhooks) {
+        store_write_event ev = {out->type, out->id, out->version, 1, cur.pkey, cur.rkey, NULL, NULL};
+        rc = run_hooks(tx, &ev, e);
+    }
     return rc;
 }
 

@@ -100,6 +100,27 @@ status store_savepoint(store_txn *tx, err *e);
 status store_savepoint_release(store_txn *tx, err *e);
 void store_savepoint_rollback(store_txn *tx);
 
+/* ---- write hooks ------------------------------------------------------ */
+/* Components that keep derived data in step with the records (the patient
+ * registry, risk facts) register a hook; it runs inside the write
+ * transaction after each version is stored or deleted, on the writing
+ * thread, so what it writes commits or rolls back with the record. A hook
+ * that fails fails the write. Register before the store is used by other
+ * threads; hooks are called in registration order. */
+typedef struct store_write_event {
+    const char *type, *id;
+    int64_t version;
+    int deleted;         /* a delete: res and body are NULL */
+    int64_t pkey, rkey;  /* patient key (0 if none) and resource key */
+    json_t *res;         /* the resource as stored (meta stamped), may be NULL */
+    const char *body;    /* its stored JSON text */
+} store_write_event;
+typedef status (*store_write_hook)(void *ctx, store_txn *tx, const store_write_event *ev, err *e);
+#define STORE_MAX_HOOKS 8
+status store_add_write_hook(store *s, const char *type, store_write_hook fn, void *ctx, err *e); /* type NULL = all */
+/* The store a transaction belongs to (for hooks that run SQL through it). */
+store *store_txn_store(store_txn *tx);
+
 /* ---- ingest messages (store_message.c) ------------------------------- */
 /* A message or record as ingest received it. Strings are borrowed on
  * insert; on read they point into the store_message_list's memory. */

@@ -67,6 +67,12 @@ struct store {
     unsigned long commits;      /* on the writer, under write_lock */
     int *param_ids; /* database id of each fhir_search_params[i], 0 if none */
     char *everything_refs_sql; /* built at open from the compartment table */
+    struct {
+        const char *type; /* NULL: every type */
+        store_write_hook fn;
+        void *ctx;
+    } hooks[STORE_MAX_HOOKS];
+    int nhooks;
 };
 
 /* A connection as seen by store.c: the driver's handle plus its owner. */

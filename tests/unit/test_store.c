@@ -1702,6 +1702,50 @@ static void test_concurrent_create_on_update(void **state) {
     }
 }
 
+/* Write hooks see every version inside the transaction, and a failing
+ * hook fails (and so rolls back) the write. */
+typedef struct hook_log {
+    int calls, deletes;
+    char last[80];
+    int64_t last_version;
+} hook_log;
+
+static status test_hook(void *ctx, store_txn *tx, const store_write_event *ev, err *e) {
+    hook_log *h = ctx;
+    (void)tx;
+    h->calls++;
+    h->deletes += ev->deleted;
+    snprintf(h->last, sizeof h->last, "%s/%s", ev->type, ev->id);
+    h->last_version = ev->version;
+    if (!ev->deleted && (!ev->body || !ev->res)) return err_set(e, ST_INVALID, "exception", NULL, "no body");
+    if (strcmp(ev->id, "refused") == 0) return err_set(e, ST_INVALID, "business-rule", NULL, "refused by hook");
+    return ST_OK;
+}
+
+static void test_write_hooks(void **state) {
+    fx *f = *state;
+    hook_log h = {0};
+    assert_status(store_add_write_hook(f->s, "Patient", test_hook, &h, &f->e), ST_OK);
+    put_ok(f, "hk1", "{\"resourceType\":\"Patient\"}");
+    assert_int_equal(h.calls, 1);
+    assert_string_equal(h.last, "Patient/hk1");
+    put_ok(f, "hk1", "{\"resourceType\":\"Patient\",\"active\":true}");
+    assert_int_equal(h.last_version, 2);
+    put_ok(f, "ob1", "{\"resourceType\":\"Observation\",\"status\":\"final\",\"code\":{\"text\":\"x\"}}");
+    assert_int_equal(h.calls, 2); /* other types are not the hook's */
+    store_meta m;
+    assert_status(store_begin(f->s, &f->tx, &f->e), ST_OK);
+    assert_status(store_delete(f->tx, "Patient", "hk1", &m, &f->e), ST_OK);
+    assert_status(store_commit(f->tx, &f->e), ST_OK);
+    f->tx = NULL;
+    assert_int_equal(h.deletes, 1);
+    /* refused: nothing stored */
+    assert_status(put_ex(f, "{\"resourceType\":\"Patient\"}", "refused", 0, 0, NULL, NULL), ST_INVALID);
+    buf b = {0};
+    assert_status(store_read(f->s, "Patient", "refused", 0, &b, &m, &f->e), ST_NOT_FOUND);
+    buf_free(&b);
+}
+
 /* ================================================================ main */
 
 #define STORE_TESTS(X)                                                                                       \
@@ -1715,6 +1759,7 @@ static void test_concurrent_create_on_update(void **state) {
     X(test_create_only)                                                                                      \
     X(test_delete_and_recreate)                                                                              \
     X(test_rollback_leaves_nothing)                                                                          \
+    X(test_write_hooks)                                                                                      \
     X(test_index_written_in_the_transaction)                                                                 \
     X(test_patient_key_fast_path)                                                                            \
     X(test_everything)                                                                                       \
