@@ -172,6 +172,8 @@ static void *writer_main(void *arg) {
     pthread_setname_np(pthread_self(), "bulk-writer");
     store_txn *tx = NULL;
     int64_t in_txn = 0, ok = 0, rejected = 0;
+    int64_t own_ok = 0, own_rejected = 0; /* of last.owner */
+    int owner_in_txn = 0;                 /* last.owner has items in the open transaction */
     bulk_mark last = {0};
     err e;
     pthread_mutex_lock(&b->lock);
@@ -196,7 +198,18 @@ static void *writer_main(void *arg) {
                 rc = e.code ? e.code : ST_INVALID;
             } else {
                 if (is_item && !tx) rc = store_begin(b->s, &tx, &e);
-                if (rc == ST_OK && sl->state == SLOT_FAILED) {
+                if (rc == ST_OK && is_item && sl->mark.owner != last.owner) {
+                    /* the next file: the one before gets its last checkpoint in this transaction */
+                    if (owner_in_txn && b->hooked && b->hooks.checkpoint)
+                        rc = b->hooks.checkpoint(b->hooks.ctx, tx, &last, own_ok, own_rejected, &e);
+                    own_ok = own_rejected = 0;
+                    owner_in_txn = 0;
+                    memset(&last, 0, sizeof last);
+                    last.owner = sl->mark.owner;
+                }
+                if (rc != ST_OK) {
+                    /* fall through to the failure below */
+                } else if (sl->state == SLOT_FAILED) {
                     rc = b->hooks.reject(b->hooks.ctx, tx, &sl->mark, sl->json, sl->json ? sl->len : 0, &sl->e, &e);
                     rejected_one = rc == ST_OK;
                 } else if (rc == ST_OK && sl->prep) {
@@ -208,11 +221,15 @@ static void *writer_main(void *arg) {
                     in_txn++;
                     ok += stored_one;
                     rejected += rejected_one;
+                    own_ok += stored_one;
+                    own_rejected += rejected_one;
+                    owner_in_txn = 1;
+                    if (sl->mark.bytes_done || sl->mark.lines_done) last = sl->mark;
                 }
-                if (rc == ST_OK && (sl->json || sl->pre_rejected) && sl->mark.bytes_done) last = sl->mark;
                 if (rc == ST_OK && tx && sl->group_end && in_txn >= b->batch) {
-                    if (b->hooked && b->hooks.checkpoint)
-                        rc = b->hooks.checkpoint(b->hooks.ctx, tx, &last, ok, rejected, &e);
+                    if (owner_in_txn && b->hooked && b->hooks.checkpoint)
+                        rc = b->hooks.checkpoint(b->hooks.ctx, tx, &last, own_ok, own_rejected, &e);
+                    owner_in_txn = 0;
                     if (rc == ST_OK) {
                         rc = store_commit(tx, &e);
                         committed = rc == ST_OK;
@@ -244,7 +261,8 @@ static void *writer_main(void *arg) {
         if (b->failed) {
             store_rollback(tx); /* a group cut short is not committed */
         } else {
-            if (b->hooked && b->hooks.checkpoint) rc = b->hooks.checkpoint(b->hooks.ctx, tx, &last, ok, rejected, &e);
+            if (owner_in_txn && b->hooked && b->hooks.checkpoint)
+                rc = b->hooks.checkpoint(b->hooks.ctx, tx, &last, own_ok, own_rejected, &e);
             if (rc == ST_OK) rc = store_commit(tx, &e);
             else store_rollback(tx);
         }

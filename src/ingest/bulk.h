@@ -41,6 +41,7 @@ status bulk_add(bulk *b, const char *type, const char *id, const char *json, siz
 /* Where an item came from, for a checkpoint: after the item is committed,
  * the input is durably consumed up to bytes_done / lines_done. */
 typedef struct bulk_mark {
+    void *owner;  /* what the item came from (a file); items of one owner are added contiguously */
     int64_t bytes_done;
     int64_t lines_done;
     int64_t line; /* the item's own line (or entry) number, for messages */
@@ -57,8 +58,10 @@ typedef struct bulk_hooks {
      * hook, a rejected item stops the load (bulk_add's behaviour). */
     status (*reject)(void *ctx, store_txn *tx, const bulk_mark *m, const char *text, size_t len, const err *why,
                      err *e);
-    /* On the writer, inside the transaction, just before each commit:
-     * the mark of the last item in it and the running totals. */
+    /* On the writer, inside the transaction: for each owner with items in
+     * it, the mark of its last item and its totals since its first item
+     * (stored, rejected) — just before each commit, and when the items
+     * move on to the next owner. */
     status (*checkpoint)(void *ctx, store_txn *tx, const bulk_mark *m, int64_t stored, int64_t rejected, err *e);
 } bulk_hooks;
 

@@ -168,6 +168,13 @@ typedef struct file_run {
     int64_t base_stored, base_quarantined; /* from an earlier, interrupted run */
     int64_t received_usec;
     char csv_header[4096];  /* the header line, kept with quarantined CSV rows */
+    /* decided before the import starts */
+    int64_t size, start_byte, start_line;
+    int skip;               /* already imported completely */
+    int64_t resumed_job;    /* the earlier file row this run supersedes, if any */
+    int resumed_file_no;
+    /* written by the store's writer thread (checkpoint hook), read after bulk_finish */
+    int64_t stored, quarantined;
 } file_run;
 
 static void set_tag(json_t *meta, const char *system, const char *code) {
@@ -189,7 +196,8 @@ static void set_tag(json_t *meta, const char *system, const char *code) {
 }
 
 static status hook_transform(void *ctx, json_t *res, const bulk_mark *m, err *e) {
-    file_run *fr = ctx;
+    file_run *fr = m->owner;
+    (void)ctx;
     (void)e;
     json_t *meta = json_object_get(res, "meta");
     if (!json_is_object(meta)) {
@@ -206,7 +214,8 @@ static status hook_transform(void *ctx, json_t *res, const bulk_mark *m, err *e)
 
 static status hook_reject(void *ctx, store_txn *tx, const bulk_mark *m, const char *text, size_t len, const err *why,
                           err *e) {
-    file_run *fr = ctx;
+    file_run *fr = m->owner;
+    (void)ctx;
     char source[600], control[64], location[300];
     snprintf(source, sizeof source, "%s:%lld", fr->path, (long long)m->line);
     snprintf(control, sizeof control, "%s:%lld", fr->fingerprint, (long long)m->line);
@@ -246,9 +255,12 @@ static status hook_reject(void *ctx, store_txn *tx, const bulk_mark *m, const ch
 
 static status hook_checkpoint(void *ctx, store_txn *tx, const bulk_mark *m, int64_t stored, int64_t rejected,
                               err *e) {
-    file_run *fr = ctx;
-    return store_import_checkpoint(tx, fr->job, fr->file_no, m->bytes_done, m->lines_done, fr->base_stored + stored,
-                                   fr->base_quarantined + rejected, e);
+    file_run *fr = m->owner;
+    (void)ctx;
+    fr->stored = fr->base_stored + stored;
+    fr->quarantined = fr->base_quarantined + rejected;
+    return store_import_checkpoint(tx, fr->job, fr->file_no, m->bytes_done, m->lines_done, fr->stored,
+                                   fr->quarantined, e);
 }
 
 /* ---- progress ---------------------------------------------------------- */
@@ -341,7 +353,7 @@ static status read_ndjson(file_run *fr, FILE *f, int64_t start_byte, int64_t sta
     while (rc == ST_OK && (r = next_line(&lr)) == 1) {
         line++;
         if (fr->o->cancel && *fr->o->cancel) break;
-        bulk_mark m = {.bytes_done = lr.pos, .lines_done = line, .line = line};
+        bulk_mark m = {.owner = fr, .bytes_done = lr.pos, .lines_done = line, .line = line};
         if (lr.too_long) {
             err why;
             err_set(&why, ST_TOO_LARGE, "too-costly", NULL, "line is %lld bytes, over the %zu MiB limit",
@@ -399,7 +411,7 @@ static status read_bundle(file_run *fr, FILE *f, int64_t size, int64_t start_ent
     text.len = got;
     json_error_t je;
     json_t *doc = fhir_json_load(text.p, text.len, &je);
-    bulk_mark whole = {.bytes_done = size, .lines_done = 1, .line = 1};
+    bulk_mark whole = {.owner = fr, .bytes_done = size, .lines_done = 1, .line = 1};
     status rc = ST_OK;
     if (!doc || !json_is_object(doc)) {
         err why;
@@ -467,7 +479,8 @@ static status read_bundle(file_run *fr, FILE *f, int64_t size, int64_t start_ent
         json_t *en = json_array_get(entries, i);
         json_t *res = json_object_get(en, "resource");
         const char *method = json_string_value(json_object_get(json_object_get(en, "request"), "method"));
-        bulk_mark m = {.bytes_done = i + 1 == n ? size : 0, .lines_done = (int64_t)i + 1, .line = (int64_t)i + 1};
+        bulk_mark m = {.owner = fr, .bytes_done = i + 1 == n ? size : 0, .lines_done = (int64_t)i + 1,
+                       .line = (int64_t)i + 1};
         /* a transaction commits as one group: only its last entry ends it */
         int group_end = !transaction || i + 1 == n;
         char *etext = res ? json_dumps(res, JSON_COMPACT) : json_dumps(en, JSON_COMPACT);
@@ -598,7 +611,7 @@ static status read_csv(file_run *fr, FILE *f, const csvmap *map_unbound, int64_t
         if (k == 0) break;
         if (fr->o->cancel && *fr->o->cancel) break;
         /* lines_done counts physical lines, a quoted field's line breaks included */
-        bulk_mark m = {.bytes_done = csv_offset(r), .lines_done = csv_line(r) - 1, .line = rec.line};
+        bulk_mark m = {.owner = fr, .bytes_done = csv_offset(r), .lines_done = csv_line(r) - 1, .line = rec.line};
         if (k < 0 && ce.code == ST_IO) {
             rc = err_set(e, ST_IO, "exception", fr->path, "%s: read error", fr->path);
             break;
@@ -670,104 +683,81 @@ static int64_t usec_now(void) {
     return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
 }
 
-static status import_one(store *s, int64_t job, int file_no, const char *path, const import_opts *o, csvmap *map,
-                         progress_state *ps, import_file_outcome *out, err *e) {
-    snprintf(out->path, sizeof out->path, "%s", path);
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set(e, ST_NOT_FOUND, "not-found", path, "%s: %s", path, strerror(errno));
+/* Phase 1, per file: fingerprint, format, and what an earlier import of
+ * the same content means for this one (skip, resume, or start). */
+static status plan_file(store *s, file_run *fr, const import_opts *o, csvmap *map, import_file_outcome *out, err *e) {
+    snprintf(out->path, sizeof out->path, "%s", fr->path);
+    FILE *f = fopen(fr->path, "rb");
+    if (!f) return err_set(e, ST_NOT_FOUND, "not-found", fr->path, "%s: %s", fr->path, strerror(errno));
     struct stat st;
     fstat(fileno(f), &st);
-    file_run fr = {.o = o, .job = job, .file_no = file_no, .path = path, .mapping_path = o->mapping,
-                   .org = o->org, .setting = o->setting, .received_usec = usec_now()};
-    status rc = fingerprint(f, st.st_size, fr.fingerprint, e, path);
-    if (rc != ST_OK) {
-        fclose(f);
-        return rc;
+    fr->size = st.st_size;
+    status rc = fingerprint(f, st.st_size, fr->fingerprint, e, fr->path);
+    if (rc == ST_OK) fr->format = detect_format(fr->path, f, o);
+    fclose(f);
+    if (rc != ST_OK) return rc;
+    snprintf(out->format, sizeof out->format, "%s", fr->format);
+    if (strcmp(fr->format, "csv") == 0) {
+        if (!map) return err_set(e, ST_INVALID, "required", fr->path, "%s: a CSV file needs --mapping", fr->path);
+        fr->org = csvmap_org(map);
+        fr->setting = csvmap_setting(map);
     }
-    fr.format = detect_format(path, f, o);
-    snprintf(out->format, sizeof out->format, "%s", fr.format);
-    if (strcmp(fr.format, "csv") == 0) {
-        if (!map) {
-            fclose(f);
-            return err_set(e, ST_INVALID, "required", path, "%s: a CSV file needs --mapping", path);
-        }
-        fr.org = csvmap_org(map);
-        fr.setting = csvmap_setting(map);
-    }
-    /* an earlier import of the same content? */
     store_import_list prev = {0};
     store_import_file pf;
     int found = 0;
-    rc = store_import_file_find(s, fr.fingerprint, &prev, &pf, &found, e);
-    int64_t start_byte = 0, start_line = 0;
+    rc = store_import_file_find(s, fr->fingerprint, &prev, &pf, &found, e);
     if (rc == ST_OK && found && strcmp(pf.status, "done") == 0 && !o->force) {
+        fr->skip = 1;
         snprintf(out->status, sizeof out->status, "skipped");
-        snprintf(out->message, sizeof out->message, "already imported by job %lld (%lld stored, %lld quarantined);"
-                 " --force imports it again", (long long)pf.job, (long long)pf.stored, (long long)pf.quarantined);
-        store_import_file rec = {.job = job, .file_no = file_no, .path = path, .fingerprint = fr.fingerprint,
-                                 .format = fr.format, .size = st.st_size, .status = "skipped"};
-        if (store_import_file_add(s, &rec, e) == ST_OK) store_import_file_set(s, job, file_no, "skipped", out->message, e);
-        store_import_list_free(&prev);
-        fclose(f);
-        ps->bytes_before += st.st_size;
-        return ST_OK;
-    }
-    if (rc == ST_OK && found && strcmp(pf.status, "done") != 0 && strcmp(pf.status, "resumed") != 0 &&
-        (pf.bytes_done || pf.lines_done)) {
-        start_byte = pf.bytes_done;
-        start_line = pf.lines_done;
-        fr.base_stored = pf.stored;
-        fr.base_quarantined = pf.quarantined;
-        out->resumed_from_line = start_line;
-        store_import_file_set(s, pf.job, pf.file_no, "resumed", NULL, NULL);
+        snprintf(out->message, sizeof out->message,
+                 "already imported by job %lld (%lld stored, %lld quarantined); --force imports it again",
+                 (long long)pf.job, (long long)pf.stored, (long long)pf.quarantined);
+    } else if (rc == ST_OK && found && strcmp(pf.status, "done") != 0 && (pf.bytes_done || pf.lines_done)) {
+        fr->start_byte = pf.bytes_done;
+        fr->start_line = pf.lines_done;
+        fr->base_stored = fr->stored = pf.stored;
+        fr->base_quarantined = fr->quarantined = pf.quarantined;
+        fr->resumed_job = pf.job;
+        fr->resumed_file_no = pf.file_no;
+        out->resumed_from_line = fr->start_line;
     }
     store_import_list_free(&prev);
-    if (rc == ST_OK) {
-        store_import_file rec = {.job = job, .file_no = file_no, .path = path, .fingerprint = fr.fingerprint,
-                                 .format = fr.format, .size = st.st_size, .bytes_done = start_byte,
-                                 .lines_done = start_line, .stored = fr.base_stored,
-                                 .quarantined = fr.base_quarantined, .status = "running"};
-        rc = store_import_file_add(s, &rec, e);
+    return rc;
+}
+
+/* Phase 2: every file's row (and the rows it supersedes), one commit. */
+static status record_files(store *s, file_run *runs, import_file_outcome *outs, int n, err *e) {
+    store_txn *tx = NULL;
+    status rc = store_begin(s, &tx, e);
+    for (int i = 0; rc == ST_OK && i < n; i++) {
+        file_run *fr = &runs[i];
+        store_import_file rec = {.job = fr->job, .file_no = fr->file_no, .path = fr->path,
+                                 .fingerprint = fr->fingerprint, .format = fr->format, .size = fr->size,
+                                 .bytes_done = fr->start_byte, .lines_done = fr->start_line,
+                                 .stored = fr->base_stored, .quarantined = fr->base_quarantined,
+                                 .status = fr->skip ? "skipped" : "running",
+                                 .message = fr->skip ? outs[i].message : NULL};
+        rc = store_import_file_add_tx(tx, &rec, e);
+        if (rc == ST_OK && fr->resumed_job)
+            rc = store_import_file_set_tx(tx, fr->resumed_job, fr->resumed_file_no, "resumed", NULL, e);
     }
-    if (rc != ST_OK) {
-        fclose(f);
-        return rc;
-    }
-    bulk_hooks hooks = {.ctx = &fr, .transform = hook_transform, .reject = hook_reject, .checkpoint = hook_checkpoint};
-    bulk *b = NULL;
-    rc = bulk_start_hooked(s, o->workers, o->batch > 0 ? o->batch : import_default_batch(), &hooks, &b, e);
-    if (rc != ST_OK) {
-        fclose(f);
-        return rc;
-    }
-    ps->p.path = path;
-    ps->p.file_no = file_no;
-    ps->stored_before = ps->p.stored;
-    if (strcmp(fr.format, "ndjson") == 0) rc = read_ndjson(&fr, f, start_byte, start_line, b, ps, e);
-    else if (strcmp(fr.format, "csv") == 0) rc = read_csv(&fr, f, map, start_byte, start_line, b, ps, e);
-    else if (strcmp(fr.format, "bundle") == 0) rc = read_bundle(&fr, f, st.st_size, start_line, b, ps, e);
-    else rc = err_set(e, ST_INVALID, "value", "format", "unknown format '%s' (ndjson, bundle or csv)", fr.format);
+    if (!tx) return rc;
+    if (rc == ST_OK) return store_commit(tx, e);
+    store_rollback(tx);
+    return rc;
+}
+
+/* Phase 3, per file: its records into the pipeline. */
+static status read_file(file_run *fr, csvmap *map, bulk *b, progress_state *ps, err *e) {
+    FILE *f = fopen(fr->path, "rb");
+    if (!f) return err_set(e, ST_NOT_FOUND, "not-found", fr->path, "%s: %s", fr->path, strerror(errno));
+    fr->received_usec = usec_now();
+    status rc;
+    if (strcmp(fr->format, "ndjson") == 0) rc = read_ndjson(fr, f, fr->start_byte, fr->start_line, b, ps, e);
+    else if (strcmp(fr->format, "csv") == 0) rc = read_csv(fr, f, map, fr->start_byte, fr->start_line, b, ps, e);
+    else if (strcmp(fr->format, "bundle") == 0) rc = read_bundle(fr, f, fr->size, fr->start_line, b, ps, e);
+    else rc = err_set(e, ST_INVALID, "value", "format", "unknown format '%s' (ndjson, bundle or csv)", fr->format);
     fclose(f);
-    bulk_stats bs = {0};
-    err fe;
-    err_clear(&fe);
-    status frc = bulk_finish(b, &bs, &fe);
-    if (rc == ST_OK && frc != ST_OK) {
-        rc = frc;
-        *e = fe;
-    }
-    out->stored = fr.base_stored + bs.resources;
-    out->quarantined = fr.base_quarantined + bs.rejected;
-    ps->p.stored = ps->stored_before + bs.resources;
-    ps->p.quarantined += bs.rejected;
-    int cancelled = o->cancel && *o->cancel;
-    const char *fstatus = rc != ST_OK ? "failed" : cancelled ? "interrupted" : "done";
-    snprintf(out->status, sizeof out->status, "%s", rc != ST_OK ? "failed" : cancelled ? "cancelled" : "done");
-    if (rc != ST_OK) snprintf(out->message, sizeof out->message, "%.250s", e->msg);
-    err se;
-    store_import_file_set(s, job, file_no, fstatus, rc != ST_OK ? e->msg : NULL, &se);
-    ps->bytes_before += st.st_size;
-    progress_tick(ps, NULL, 0, 1);
     return rc;
 }
 
@@ -811,13 +801,8 @@ status import_run(store *s, int64_t job, const char *const *paths, int npaths, c
     }
     r->job = job;
     r->files = calloc((size_t)files.n, sizeof *r->files);
-    if (!r->files) abort();
-    progress_state ps = {.o = o, .start = t0};
-    ps.p.nfiles = files.n;
-    for (int i = 0; i < files.n; i++) {
-        struct stat st;
-        if (stat(files.v[i], &st) == 0) ps.p.bytes_total += st.st_size;
-    }
+    file_run *runs = calloc((size_t)files.n, sizeof *runs);
+    if (!r->files || !runs) abort();
     /* file numbers continue after the job's existing files (an API job resumed) */
     int first_no = 1;
     if (rc == ST_OK) {
@@ -827,21 +812,80 @@ status import_run(store *s, int64_t job, const char *const *paths, int npaths, c
                 if (cur.v[0].files[k].file_no >= first_no) first_no = cur.v[0].files[k].file_no + 1;
         store_import_list_free(&cur);
     }
+    progress_state ps = {.o = o, .start = t0};
+    ps.p.nfiles = files.n;
     for (int i = 0; i < files.n && rc == ST_OK; i++) {
-        if (o->cancel && *o->cancel) break;
-        rc = import_one(s, job, first_no + i, files.v[i], o, map, &ps, &r->files[i], e);
-        r->nfiles = i + 1;
-        r->stored += r->files[i].stored;
-        r->quarantined += r->files[i].quarantined;
+        file_run *fr = &runs[i];
+        fr->o = o;
+        fr->job = job;
+        fr->file_no = first_no + i;
+        fr->path = files.v[i];
+        fr->mapping_path = o->mapping;
+        fr->org = o->org;
+        fr->setting = o->setting;
+        rc = plan_file(s, fr, o, map, &r->files[i], e);
+        if (rc == ST_OK) ps.p.bytes_total += fr->skip ? 0 : fr->size - fr->start_byte;
     }
-    r->seconds = now_s() - t0;
+    r->nfiles = files.n;
+    if (rc == ST_OK) rc = record_files(s, runs, r->files, files.n, e);
+    /* one pipeline for every file: no thread start, no commit per file */
+    bulk *b = NULL;
+    bulk_hooks hooks = {.transform = hook_transform, .reject = hook_reject, .checkpoint = hook_checkpoint};
+    if (rc == ST_OK) rc = bulk_start_hooked(s, o->workers, o->batch > 0 ? o->batch : import_default_batch(), &hooks, &b, e);
+    int failed_at = -1;
+    for (int i = 0; rc == ST_OK && i < files.n; i++) {
+        if (o->cancel && *o->cancel) break;
+        if (runs[i].skip) continue;
+        ps.p.path = runs[i].path;
+        ps.p.file_no = i + 1;
+        rc = read_file(&runs[i], map, b, &ps, e);
+        if (rc != ST_OK) failed_at = i;
+        ps.bytes_before += runs[i].size - runs[i].start_byte;
+        progress_tick(&ps, b, 0, 0);
+    }
+    if (b) {
+        bulk_stats bs = {0};
+        err fe;
+        err_clear(&fe);
+        status frc = bulk_finish(b, &bs, &fe);
+        if (rc == ST_OK && frc != ST_OK) {
+            rc = frc;
+            *e = fe;
+        }
+    }
     int cancelled = o->cancel && *o->cancel;
+    /* statuses, one commit */
+    store_txn *tx = NULL;
+    err se;
+    int have_tx = store_begin(s, &tx, &se) == ST_OK;
+    for (int i = 0; i < files.n; i++) {
+        file_run *fr = &runs[i];
+        import_file_outcome *out = &r->files[i];
+        if (fr->skip) continue;
+        out->stored = fr->stored;
+        out->quarantined = fr->quarantined;
+        const char *st = rc != ST_OK && (failed_at < 0 || failed_at == i) ? "failed"
+                         : rc != ST_OK || cancelled                    ? "interrupted"
+                                                                       : "done";
+        snprintf(out->status, sizeof out->status, "%s",
+                 strcmp(st, "interrupted") == 0 ? "cancelled" : st);
+        if (strcmp(st, "failed") == 0) snprintf(out->message, sizeof out->message, "%.250s", e->msg);
+        if (have_tx) store_import_file_set_tx(tx, job, fr->file_no, st, strcmp(st, "failed") == 0 ? e->msg : NULL, &se);
+        r->stored += out->stored;
+        r->quarantined += out->quarantined;
+    }
+    if (have_tx && store_commit(tx, &se) != ST_OK) log_warn("import: job %lld: file statuses not recorded: %s", (long long)job, se.msg);
+    ps.p.stored = r->stored;
+    ps.p.quarantined = r->quarantined;
+    ps.bytes_before = ps.p.bytes_total;
+    progress_tick(&ps, NULL, 0, 1);
+    r->seconds = now_s() - t0;
     char msg[256];
     snprintf(msg, sizeof msg, "%lld stored, %lld quarantined in %d file(s)", (long long)r->stored,
              (long long)r->quarantined, r->nfiles);
-    err se;
     store_import_job_set(s, job, rc != ST_OK ? "failed" : cancelled ? "interrupted" : "done",
                          rc != ST_OK ? e->msg : msg, &se);
+    free(runs);
     csvmap_free(map);
     paths_free(&files);
     return rc;

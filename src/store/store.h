@@ -205,6 +205,10 @@ status store_import_file_add(store *s, const store_import_file *f, err *e);
 status store_import_checkpoint(store_txn *tx, int64_t job, int file_no, int64_t bytes_done, int64_t lines_done,
                                int64_t stored, int64_t quarantined, err *e);
 status store_import_file_set(store *s, int64_t job, int file_no, const char *status, const char *message, err *e);
+/* The same inside a transaction (many files, one commit). */
+status store_import_file_add_tx(store_txn *tx, const store_import_file *f, err *e);
+status store_import_file_set_tx(store_txn *tx, int64_t job, int file_no, const char *status, const char *message,
+                                err *e);
 
 /* ---- reads ----------------------------------------------------------- */
 /* Read the current version (version == 0) or a given version. Deleted:

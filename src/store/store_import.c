@@ -241,14 +241,34 @@ static status bind_file_add(const db_driver *drv, db_stmt *st, const void *p) {
     drv->bind_int(st, 9, f->stored);
     drv->bind_int(st, 10, f->quarantined);
     drv->bind_text(st, 11, f->status ? f->status : "pending", -1);
+    if (f->message) drv->bind_text(st, 12, f->message, -1);
+    else drv->bind_null(st, 12);
     return ST_OK;
 }
 
+static const char file_add_sql[] =
+    "INSERT INTO import_file (job_key, file_no, path, fingerprint, format, size, bytes_done, lines_done,"
+    " stored, quarantined, status, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING job_key";
+
 status store_import_file_add(store *s, const store_import_file *f, err *e) {
-    static const char sql[] =
-        "INSERT INTO import_file (job_key, file_no, path, fingerprint, format, size, bytes_done, lines_done,"
-        " stored, quarantined, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING job_key";
-    return write1(s, sql, bind_file_add, f, NULL, NULL, e);
+    return write1(s, file_add_sql, bind_file_add, f, NULL, NULL, e);
+}
+
+static status run_tx(store_txn *tx, const char *sql, status (*bind)(const db_driver *, db_stmt *, const void *),
+                     const void *arg, err *e) {
+    const db_driver *drv = tx->s->drv;
+    db_stmt *st = NULL;
+    status rc = drv->prepare(tx->d, sql, 1, &st, e);
+    if (rc != ST_OK) return rc;
+    bind(drv, st, arg);
+    int r;
+    while ((r = drv->step(st, e)) == 1) {}
+    drv->done(st);
+    return r < 0 ? (e && e->code ? e->code : ST_IO) : ST_OK;
+}
+
+status store_import_file_add_tx(store_txn *tx, const store_import_file *f, err *e) {
+    return run_tx(tx, file_add_sql, bind_file_add, f, e);
 }
 
 status store_import_checkpoint(store_txn *tx, int64_t job, int file_no, int64_t bytes_done, int64_t lines_done,
@@ -287,9 +307,16 @@ static status bind_file_set(const db_driver *drv, db_stmt *st, const void *p) {
     return ST_OK;
 }
 
+static const char file_set_sql[] =
+    "UPDATE import_file SET status = ?, message = ? WHERE job_key = ? AND file_no = ? RETURNING job_key";
+
 status store_import_file_set(store *s, int64_t job, int file_no, const char *st_text, const char *message, err *e) {
-    static const char sql[] =
-        "UPDATE import_file SET status = ?, message = ? WHERE job_key = ? AND file_no = ? RETURNING job_key";
     file_set_args a = {st_text, message, job, file_no};
-    return write1(s, sql, bind_file_set, &a, NULL, NULL, e);
+    return write1(s, file_set_sql, bind_file_set, &a, NULL, NULL, e);
+}
+
+status store_import_file_set_tx(store_txn *tx, int64_t job, int file_no, const char *st_text, const char *message,
+                                err *e) {
+    file_set_args a = {st_text, message, job, file_no};
+    return run_tx(tx, file_set_sql, bind_file_set, &a, e);
 }
