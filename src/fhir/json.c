@@ -3,7 +3,9 @@
  *
  * The side table: open addressing over json_t pointers, per thread, with
  * the decimal texts copied into a per-thread arena. It is cleared, not
- * freed, between requests, so a worker thread reuses its memory.
+ * freed, between requests, so a worker thread reuses its memory. Detaching
+ * hands the arena itself over (the thread starts a new one); attaching
+ * copies the texts into the attaching thread's arena.
  */
 #include "json.h"
 
@@ -81,6 +83,70 @@ void fhir_json_release(void) {
     arena_reset(&dec_arena);
 }
 
+/* Arms the thread-exit destructor of this thread's table. */
+static void dec_arm(void) {
+    pthread_once(&dec_once, dec_key_create);
+    pthread_setspecific(dec_key, &dec_cap); /* any non-NULL */
+}
+
+/* A detached table: the entries compacted, and the arena their texts are in
+ * (taken from the thread, so detaching copies no text). */
+struct fhir_json_decimals {
+    dec_entry *v;
+    size_t n;
+    arena a;
+};
+
+static void collect_reals(json_t *j, json_t ***out, size_t *n, size_t *cap);
+
+fhir_json_decimals *fhir_json_detach(json_t *const *roots, size_t n) {
+    if (!dec_n) return NULL;
+    fhir_json_decimals *d = calloc(1, sizeof *d);
+    if (!d) abort();
+    if (!roots) {
+        d->v = malloc(dec_n * sizeof *d->v);
+        if (!d->v) abort();
+        for (size_t i = 0; i < dec_cap; i++)
+            if (dec_tab[i].key) d->v[d->n++] = dec_tab[i];
+    } else {
+        json_t **reals = NULL;
+        size_t nr = 0, cap = 0;
+        for (size_t i = 0; i < n; i++)
+            if (roots[i]) collect_reals(roots[i], &reals, &nr, &cap);
+        if (nr) {
+            d->v = malloc(nr * sizeof *d->v);
+            if (!d->v) abort();
+        }
+        for (size_t i = 0; i < nr; i++) {
+            const char *t = dec_get(reals[i]);
+            if (t) d->v[d->n++] = (dec_entry){reals[i], t};
+        }
+        free(reals);
+    }
+    d->a = dec_arena; /* the texts stay where they are */
+    dec_arena.head = NULL;
+    memset(dec_tab, 0, dec_cap * sizeof *dec_tab);
+    dec_n = 0;
+    if (!d->n) {
+        fhir_json_decimals_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void fhir_json_attach(const fhir_json_decimals *d) {
+    if (!d) return;
+    dec_arm();
+    for (size_t i = 0; i < d->n; i++) dec_put(d->v[i].key, arena_strdup(&dec_arena, d->v[i].text));
+}
+
+void fhir_json_decimals_free(fhir_json_decimals *d) {
+    if (!d) return;
+    free(d->v);
+    arena_free(&d->a);
+    free(d);
+}
+
 /* The texts of the number tokens that jansson reads as reals (those with a
  * fraction or an exponent), in document order. */
 typedef struct tokens {
@@ -150,8 +216,7 @@ json_t *fhir_json_load(const char *text, size_t n, json_error_t *je) {
         size_t nr = 0, cap = 0;
         collect_reals(j, &reals, &nr, &cap);
         if (nr == t.n) {
-            pthread_once(&dec_once, dec_key_create);
-            pthread_setspecific(dec_key, &dec_cap); /* any non-NULL: arms the destructor */
+            dec_arm();
             for (size_t i = 0; i < nr; i++) dec_put(reals[i], arena_strndup(&dec_arena, t.v[i], t.len[i]));
         }
         free(reals);

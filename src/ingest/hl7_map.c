@@ -1842,7 +1842,42 @@ static void sodium_start(void) {
     if (sodium_init() < 0) abort();
 }
 
-static const hl7_map_config default_config = {NULL, NULL, 0, HL7_ZONE_EUROPE_LONDON, NULL, 0};
+static const hl7_map_config default_config = {NULL, NULL, 0, HL7_ZONE_EUROPE_LONDON, NULL, 0, NULL};
+
+/* Care settings, as the synthetic feeds code them (docs/synth.md). */
+static const code_row care_setting_rows[] = {
+    {"primary-care", "primary-care", "Primary care", NULL},
+    {"acute", "acute", "Acute hospital", NULL},
+    {"community", "community", "Community health services", NULL},
+    {"social-care", "social-care", "Adult social care", NULL},
+    {"mental-health", "mental-health", "Mental health services", NULL},
+};
+
+/* meta.tag on every resource: the care setting and the sending
+ * organisation (MSH-4.1), so that what came from where can be searched
+ * (_tag) and shown. */
+static void tag_provenance(mctx *c) {
+    const char *setting = c->cfg->care_setting ? c->cfg->care_setting : "acute";
+    const char *display = NULL;
+    for (size_t i = 0; i < sizeof care_setting_rows / sizeof care_setting_rows[0]; i++)
+        if (strcmp(care_setting_rows[i].from, setting) == 0) display = care_setting_rows[i].display;
+    hl7_str ods = hl7_str_trim(hl7_get(c->m, 0, 4, 1, 1, 0));
+    for (size_t i = 0; i < c->out->nres; i++) {
+        json_t *res = c->out->res[i].json;
+        json_t *meta = json_object_get(res, "meta");
+        if (!json_is_object(meta)) {
+            meta = json_object();
+            json_object_set_new(res, "meta", meta);
+        }
+        json_t *tags = json_array();
+        json_t *t = json_pack("{s:s, s:s}", "system", HL7_CARE_SETTING_SYSTEM, "code", setting);
+        if (display) json_object_set_new(t, "display", json_string(display));
+        json_array_append_new(tags, t);
+        if (ods.n)
+            json_array_append_new(tags, json_pack("{s:s, s:s%}", "system", HL7_ODS_SYSTEM, "code", ods.p, ods.n));
+        json_object_set_new(meta, "tag", tags);
+    }
+}
 
 void hl7_mapped_release(hl7_mapped *out) {
     if (!out) return;
@@ -1927,6 +1962,8 @@ status hl7_map(hl7_msg *m, const hl7_map_config *cfg, arena *a, hl7_mapped *out,
     else if (ev->produce & P_RESULTS) rc = map_oru(&c, ev);
     else rc = map_adt(&c, ev);
     if (rc != ST_OK) goto out;
+
+    tag_provenance(&c);
 
     /* every resource must be valid FHIR: anything else is our bug */
     for (size_t i = 0; i < out->nres && !c.cfg->skip_validation; i++) {

@@ -27,6 +27,13 @@
  *     DiagnosticReport  filler order number OBR-3 (else placer OBR-2)
  *     Observation       filler order number + OBX-1 set id (+ OBX-4 sub-id)
  *
+ * Provenance: every resource carries two meta.tag codings, as the
+ * synthetic feeds do (docs/synth.md): the care setting
+ * (HL7_CARE_SETTING_SYSTEM, "acute" unless configured) and the sending
+ * organisation (HL7_ODS_SYSTEM, the code = MSH-4's first component; left
+ * out when MSH-4 is empty). meta.source (the message) is the storer's:
+ * only it knows the message's key.
+ *
  * References between the resources of one message are literal
  * ("Patient/<id>", using those ids). An A08 that arrives before its A01,
  * an A03 for a visit never admitted, a duplicate delivery: all produce the
@@ -36,7 +43,9 @@
  * hl7_map; the json_t trees are owned by the hl7_mapped (one reference each)
  * until hl7_mapped_release. NM values are made with fhir_json_load so they
  * keep their written precision ("5.10"): dump them (fhir_json_dump /
- * store_put) on the same thread, before fhir_json_release.
+ * store_put) on the same thread before fhir_json_release, or carry their
+ * texts to the thread that will (fhir_json_detach / fhir_json_attach, as
+ * ingest.c does).
  */
 #ifndef CONCORD_INGEST_HL7_MAP_H
 #define CONCORD_INGEST_HL7_MAP_H
@@ -44,6 +53,9 @@
 #include <jansson.h>
 
 #include "hl7.h"
+
+#define HL7_CARE_SETTING_SYSTEM "https://concord.example/CodeSystem/care-setting"
+#define HL7_ODS_SYSTEM "https://fhir.nhs.uk/Id/ods-organization-code"
 
 /* How local times (no offset in the HL7 value) are read. */
 typedef enum hl7_zone {
@@ -71,6 +83,8 @@ typedef struct hl7_map_config {
     int skip_validation;        /* 1: do not run fhir_validate on each resource (the unit tests
                                    and the fuzzer check every mapping does produce valid FHIR);
                                    saves about half of hl7_map's time */
+    const char *care_setting;   /* the feed's care setting, a code of HL7_CARE_SETTING_SYSTEM
+                                   (see below); default "acute" (hospital feeds) */
 } hl7_map_config;
 
 /* What the caller should do with a resource. */

@@ -26,21 +26,22 @@ def uid():
     return uuid.uuid4().hex[:12]
 
 
-def pv1(visit, klass="I", method="21"):
+def pv1(visit, klass="I", method="21", location="WARD1^BED2^^RYJ"):
     f = [""] * 46
-    f[1], f[2], f[3], f[4] = "1", klass, "WARD1^BED2^^RYJ", method
+    f[1], f[2], f[3], f[4] = "1", klass, location, method
     f[7] = "C12345^Jones^Alice^^^Dr"
     f[19] = f"{visit}^^^RYJ^VN"
     f[44] = "20260301101500"
     return "PV1|" + "|".join(f[1:])
 
 
-def adt(control, visit, mrn, trigger="A01", dob="19500101", nhs="9990000018", family="Smith"):
+def adt(control, visit, mrn, trigger="A01", dob="19500101", nhs="9990000018", family="Smith",
+        location="WARD1^BED2^^RYJ"):
     return "\r".join([
         f"MSH|^~\\&|PAS|RYJ|CONCORD|NWL|20260301101500||ADT^{trigger}^ADT_A01|{control}|P|2.4",
         f"EVN|{trigger}|20260301101500",
         f"PID|1||{nhs}^^^NHS^NH~{mrn}^^^RYJ^MR||{family}^John^^^Mr||{dob}|M|||1 High Street^^London^^W2 1NY",
-        pv1(visit),
+        pv1(visit, location=location),
         "DG1|1||E11.9^Type 2 diabetes mellitus without complications^I10",
     ]) + "\r"
 
@@ -93,9 +94,52 @@ def test_a08_before_its_a01_is_stored_not_dropped(server, fhir):
     visit, mrn = f"V{uid()}", f"H{uid()}"
     assert msa(send(server.mllp_port, adt(f"C{uid()}", visit, mrn, trigger="A08")))[0] == "AA"
     assert len(encounters(fhir, visit)) == 1
-    assert msa(send(server.mllp_port, adt(f"C{uid()}", visit, mrn, trigger="A01")))[0] == "AA"
+    # the A01 puts the patient in another bed: the same Encounter, a new version
+    a01 = adt(f"C{uid()}", visit, mrn, trigger="A01", location="WARD1^BED7^^RYJ")
+    assert msa(send(server.mllp_port, a01))[0] == "AA"
     enc = encounters(fhir, visit)
     assert len(enc) == 1 and enc[0]["meta"]["versionId"] == "2"
+    assert "BED7" in str(enc[0]["location"])
+
+
+def test_a_repeat_with_nothing_new_stores_no_new_version(server, fhir, concord_bin):
+    """Not a duplicate (a new MSH-10), but nothing in it changes what is
+    stored: the message is kept, the resources keep their version and say
+    which message made them."""
+    visit, mrn = f"V{uid()}", f"H{uid()}"
+    first, again = f"C{uid()}", f"C{uid()}"
+    assert msa(send(server.mllp_port, adt(first, visit, mrn, trigger="A08")))[0] == "AA"
+    source = encounters(fhir, visit)[0]["meta"]["source"]
+    assert msa(send(server.mllp_port, adt(again, visit, mrn, trigger="A08")))[0] == "AA"
+    enc = encounters(fhir, visit)
+    assert len(enc) == 1 and enc[0]["meta"]["versionId"] == "1"
+    assert enc[0]["meta"]["source"] == source
+    # the repeat is kept as a message of its own (the one after the first)
+    import subprocess
+    key = int(source.rsplit(":", 1)[1]) + 1
+    shown = subprocess.run([concord_bin, "quarantine", "show", str(key), "--db", server.db],
+                           capture_output=True, text=True).stdout
+    assert f"control:   {again}" in shown and "status:    stored" in shown, shown
+
+
+def test_every_resource_says_where_it_came_from(server, fhir):
+    """meta.source names the message; meta.tag the care setting (acute, a
+    hospital feed) and the sending organisation (MSH-4); both searchable."""
+    control, visit, mrn = f"C{uid()}", f"V{uid()}", f"H{uid()}"
+    assert msa(send(server.mllp_port, adt(control, visit, mrn)))[0] == "AA"
+    enc = encounters(fhir, visit)[0]
+    patient = fhir.read("Patient", enc["subject"]["reference"].split("/")[1])
+    conds = fhir.search("Condition", {"encounter": f"Encounter/{enc['id']}"})["entry"]
+    for res in [enc, patient] + [c["resource"] for c in conds]:
+        tags = {(t["system"], t["code"]) for t in res["meta"]["tag"]}
+        assert tags == {("https://concord.example/CodeSystem/care-setting", "acute"),
+                        ("https://fhir.nhs.uk/Id/ods-organization-code", "RYJ")}, res["meta"]
+        assert res["meta"]["source"] == enc["meta"]["source"]
+    found = fhir.search("Encounter", {"_source": enc["meta"]["source"]})
+    assert [e["resource"]["id"] for e in found["entry"]] == [enc["id"]]
+    found = fhir.search("Encounter", {"identifier": f"urn:concord:id:RYJ:VN|{visit}",
+                                      "_tag": "https://fhir.nhs.uk/Id/ods-organization-code|RYJ"})
+    assert len(found.get("entry", [])) == 1
 
 
 def test_bad_date_gets_ae_with_err_and_is_quarantined(server, fhir):

@@ -694,6 +694,58 @@ static void test_map_configuration(void **state) {
     arena_free(&a);
 }
 
+/* meta.tag on every resource: the care setting (acute unless configured)
+ * and the sending organisation, MSH-4's first component (escapes decoded,
+ * the rest of the HD left out); no organisation tag when MSH-4 is empty. */
+static const char *tag_code(const hl7_resource *r, const char *system) {
+    json_t *tags = json_object_get(json_object_get(r->json, "meta"), "tag");
+    size_t i;
+    json_t *t;
+    json_array_foreach(tags, i, t) {
+        if (strcmp(json_string_value(json_object_get(t, "system")), system) == 0)
+            return json_string_value(json_object_get(t, "code"));
+    }
+    return NULL;
+}
+
+static void test_provenance_tags(void **state) {
+    (void)state;
+    arena a = {0};
+    hl7_mapped out;
+    hl7_error e;
+    const char *oru = "MSH|^~\\&|LAB|RQM\\T\\01^2.16.840.1.113883.2.1.3.2.4.18.48^ISO|||20240615103000||ORU^R01|L1|P|2.5\r"
+                      "PID|1||H1^^^RQM01^MR\r"
+                      "OBR|1||F1^LAB|UE^U and E^L|||20240615090000||||||||||||||||||F\r"
+                      "OBX|1|NM|A^a^L||7.10|mmol/L|||||F\r";
+    assert_int_equal(map_text(oru, NULL, &a, &out, &e), ST_OK);
+    assert_int_equal(out.nres, 3); /* Patient stub, DiagnosticReport, Observation */
+    for (size_t i = 0; i < out.nres; i++) {
+        assert_string_equal(tag_code(&out.res[i], HL7_CARE_SETTING_SYSTEM), "acute");
+        assert_string_equal(tag_code(&out.res[i], HL7_ODS_SYSTEM), "RQM&01");
+        json_t *tags = json_object_get(json_object_get(out.res[i].json, "meta"), "tag");
+        assert_int_equal(json_array_size(tags), 2);
+        assert_string_equal(json_string_value(json_object_get(json_array_get(tags, 0), "display")), "Acute hospital");
+        assert_null(json_object_get(json_object_get(out.res[i].json, "meta"), "source")); /* the storer's */
+    }
+    hl7_mapped_release(&out);
+    fhir_json_release();
+    arena_free(&a);
+
+    const char *a28 = "MSH|^~\\&|PAS||||20240615103000||ADT^A28|C1|P|2.5\rPID|1||H1^^^RQM01^MR||SMITH^JOHN\r";
+    hl7_map_config cfg = {0};
+    cfg.care_setting = "mental-health";
+    assert_int_equal(map_text(a28, &cfg, &a, &out, &e), ST_OK);
+    assert_int_equal(out.nres, 1);
+    json_t *tags = json_object_get(json_object_get(out.res[0].json, "meta"), "tag");
+    assert_int_equal(json_array_size(tags), 1);
+    assert_string_equal(tag_code(&out.res[0], HL7_CARE_SETTING_SYSTEM), "mental-health");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(tags, 0), "display")),
+                        "Mental health services");
+    assert_null(tag_code(&out.res[0], HL7_ODS_SYSTEM));
+    hl7_mapped_release(&out);
+    arena_free(&a);
+}
+
 static void test_process_one_call(void **state) {
     (void)state;
     arena a = {0};
@@ -741,6 +793,7 @@ int main(void) {
         cmocka_unit_test(test_same_ids_across_messages),
         cmocka_unit_test(test_decimals_keep_their_precision),
         cmocka_unit_test(test_map_configuration),
+        cmocka_unit_test(test_provenance_tags),
         cmocka_unit_test(test_process_one_call),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
