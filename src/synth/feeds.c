@@ -491,11 +491,10 @@ static void pv1_segment(hl7_ctx *x, buf *b, const synth_event *e, const char *cl
     digit_id(visit, sizeof visit, "V", keyed(x->w, x->p->index, 0x7601 + (uint64_t)x->hosp, (uint64_t)(e - x->p->events)),
              10);
     put_str(b, visit);
-    if (discharged) {
-        put_str(fld(&s, 36), (e->flags & EVF_DIED) ? "79" : "19");
-        put_ts(fld(&s, 45), e->end_day, e->end_minute);
-    }
+    if (discharged) put_str(fld(&s, 36), (e->flags & EVF_DIED) ? "79" : "19");
+    /* fields only move forward: PV1-44 (admit) before PV1-45 (discharge) */
     put_ts(fld(&s, 44), e->day, e->minute);
+    if (discharged) put_ts(fld(&s, 45), e->end_day, e->end_minute);
     seg_end(&s);
 }
 
