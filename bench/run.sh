@@ -41,6 +41,8 @@ command -v sqlite3 >/dev/null 2>&1 || echo "bench: note: without the sqlite3 CLI
 # target); BENCH_SKIP_SYNTH=1 leaves the latter out
 /usr/bin/python3 -B "$here/bench.py" "$bin"
 /usr/bin/python3 -B "$here/mllp.py" "$bin"  # HL7 v2 over MLLP, ACK after commit (issue 4's target)
+/usr/bin/python3 -B "$here/risk.py" "$bin"  # risk stratification: 500,000 people, rescoring (issue 7's targets)
+/usr/bin/python3 -B "$here/registry.py" "$bin"  # the patient registry: batch, real time, accuracy (issue 5's targets)
 /usr/bin/python3 -B "$here/import.py" "$bin"  # concord import: ndjson, CSV, memory (issue 4's targets)
 if [ -z "${BENCH_SKIP_SYNTH:-}" ]; then
   if [ -n "${BENCH_QUICK:-}" ]; then SYNTH_PATIENTS=${SYNTH_PATIENTS:-20000} "$here/synth.sh" "$bin"

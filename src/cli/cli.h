@@ -36,5 +36,9 @@ int cmd_demo(int argc, char **argv);
 int cmd_synth(int argc, char **argv); /* synth.c */
 int cmd_quarantine(int argc, char **argv); /* quarantine.c */
 int cmd_import(int argc, char **argv);     /* import.c */
+int cmd_link(int argc, char **argv);       /* link.c */
+int cmd_risk(int argc, char **argv);       /* risk.c */
+const char *cli_risk_data_dir(const char *given); /* risk.c: --risk-data, $CONCORD_RISK_DATA, data/risk */
+int cli_risk_demo(store *s, int end_year); /* risk.c: train and run after the demo loads */
 
 #endif

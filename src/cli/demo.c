@@ -136,8 +136,9 @@ static void banner(const char *base, void *arg) {
            "  By NHS number:       %s/fhir/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9990000018\n"
            "  Their HbA1c results: %s/fhir/Observation?code=http://snomed.info/sct|999791000000106&_sort=-date\n"
            "  Admissions:          %s/fhir/Encounter?class=IMP&_count=20\n"
-           "  A GP practice:       %s/fhir/Organization/org-Z90001\n",
-           base, base, base, base, base, base, base, base, base);
+           "  A GP practice:       %s/fhir/Organization/org-Z90001\n"
+           "  Its risk worklist:   %s/fhir/$risk-worklist?practice=Z90001\n",
+           base, base, base, base, base, base, base, base, base, base);
     fflush(stdout);
 }
 
@@ -191,6 +192,7 @@ int cmd_demo(int argc, char **argv) {
                (long long)sp.patients, (unsigned long long)sp.seed, sp.years, o.db);
         fflush(stdout);
         rc = demo_load(s, &sp);
+        if (rc == 0) cli_risk_demo(s, sp.end_year); /* train, validate and score (docs/risk.md) */
     } else {
         printf("The store %s already holds data: not loading the demonstration population again.\n", o.db);
     }

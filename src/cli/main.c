@@ -22,6 +22,8 @@
 #include "../ingest/import_service.h"
 #include "../ingest/ingest.h"
 #include "../ingest/mllp.h"
+#include "../registry/registry.h"
+#include "../risk/risk.h"
 #include "../store/store.h"
 #include "cli.h"
 
@@ -134,6 +136,18 @@ int cli_open_store(const cli_opts *o, int migrate, store **s) {
         fprintf(stderr, "concord: %s\n", e.msg);
         return 1;
     }
+    /* every Patient written from here on is linked to a person (docs/registry.md) */
+    if (migrate && registry_attach(*s, &e) != ST_OK) {
+        fprintf(stderr, "concord: registry: %s\n", e.msg);
+        store_close(*s);
+        return 1;
+    }
+    /* every person's risk facts kept current as data arrives (docs/risk.md) */
+    if (migrate && risk_install(*s, &e) != ST_OK) {
+        fprintf(stderr, "concord: risk: %s\n", e.msg);
+        store_close(*s);
+        return 1;
+    }
     return 0;
 }
 
@@ -172,8 +186,15 @@ int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const cha
         return 1;
     }
     cfg.ext[cfg.n_ext++] = (rest_ext){import_service_routes, import_service_nroutes, imp};
+    if (registry_of(s)) cfg.ext[cfg.n_ext++] = (rest_ext){registry_routes, registry_nroutes, registry_of(s)};
+    risk_service *risk = NULL; /* risk routes and rescoring as data arrives (docs/risk.md) */
+    if (risk_service_start(s, cli_risk_data_dir(NULL), &risk, &e) == ST_OK)
+        cfg.ext[cfg.n_ext++] = (rest_ext){risk_service_routes, risk_service_nroutes, risk};
+    else
+        log_warn("risk stratification is off: %s", e.msg);
     if (http_start(s, &cfg, &h, &e) != ST_OK) {
         fprintf(stderr, "concord: %s\n", e.msg);
+        risk_service_stop(risk);
         import_service_stop(imp);
         mllp_stop(ml);
         ingest_stop(g);
@@ -195,6 +216,7 @@ int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const cha
     import_service_stop(imp);
     mllp_stop(ml);
     ingest_stop(g);
+    risk_service_stop(risk);
     log_info("stopped cleanly");
     return 0;
 }
@@ -252,6 +274,8 @@ static const struct command {
     {"synth", cmd_synth, "generate a synthetic population and every care setting's feeds about it"},
     {"import", cmd_import, "import FHIR ndjson, Bundles or CSV extracts (files or directories)"},
     {"quarantine", cmd_quarantine, "list, show, replay or discard messages ingest refused"},
+    {"link", cmd_link, "the patient registry: train, run, review, merge, unmerge, history, eval"},
+    {"risk", cmd_risk, "risk stratification: facts, train, run, rescore, worklists, indices"},
     {"migrate", cmd_migrate, "apply pending schema migrations and exit"},
     {"help", cmd_help, "show this help"},
 };
@@ -284,7 +308,19 @@ static int cmd_help(int argc, char **argv) {
            "  --setting S        and care setting: primary-care, acute, community,\n"
            "                     social-care, mental-health\n"
            "  --force            import files again that were imported completely before\n"
-           "  --quiet            no progress line and no summary\n");
+           "  --quiet            no progress line and no summary\n"
+           "\nrisk (concord risk train|run|rescore|worklist|show|events|facts|deprivation; docs/risk.md):\n"
+           "  --risk-data DIR    code lists and weights (default data/risk, or $CONCORD_RISK_DATA)\n"
+           "\nlink (the patient registry; CONCORD_REGISTRY=off stops linking on write):\n"
+           "  concord link train                  re-estimate the model from the records\n"
+           "  concord link run [--rebuild] [--dry-run] [--json]\n"
+           "                                      re-link every record, report what changed\n"
+           "  concord link review list|show ID|accept ID|reject ID [--note TEXT]\n"
+           "  concord link merge KEEP RETIRE      persons as Person/ID or Patient/ID\n"
+           "  concord link unmerge EVENT          undo a merge exactly\n"
+           "  concord link history [PERSON] | show PERSON | model | dump\n"
+           "  concord link eval DIR               linkage of a synth directory vs its ground truth\n"
+           "  --user NAME                         who decided (default $USER)\n");
     return 0;
 }
 

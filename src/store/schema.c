@@ -107,6 +107,71 @@ static const char *const migrations[] = {
     " lines_done BIGINT NOT NULL, stored BIGINT NOT NULL, quarantined BIGINT NOT NULL, status {TEXT} NOT NULL,"
     " message TEXT, PRIMARY KEY (job_key, file_no));"
     "CREATE INDEX import_file_fingerprint ON import_file (fingerprint);",
+
+    /* 5: the patient registry (src/registry, docs/registry.md §8): persons
+     * (golden records; their Person resources live in `resource`), source
+     * records with the decision that linked each, block keys for candidate
+     * lookup, term frequencies, the review queue, the decisions later runs
+     * must respect, the history, and the trained models. Cross-patient by
+     * nature: under Citus these are reference or coordinator tables. */
+    "CREATE TABLE reg_person (person_key {KEY}, person_id {TEXT} NOT NULL UNIQUE, created BIGINT NOT NULL,"
+    " retired SMALLINT NOT NULL, merged_into BIGINT, golden_hash BIGINT NOT NULL);"
+    "CREATE TABLE reg_source (src_key {KEY}, patient_id {TEXT} NOT NULL UNIQUE, person_key BIGINT,"
+    " decision {TEXT} NOT NULL, weight {REAL} NOT NULL DEFAULT 0, evidence TEXT, decided_by {TEXT} NOT NULL,"
+    " decided_at BIGINT NOT NULL, updated BIGINT NOT NULL, nhs {TEXT} NOT NULL, family {TEXT} NOT NULL,"
+    " given {TEXT} NOT NULL, birth_date {TEXT} NOT NULL, gender {TEXT} NOT NULL, postcode {TEXT} NOT NULL,"
+    " address_line {TEXT} NOT NULL, local_ids {TEXT} NOT NULL, source {TEXT} NOT NULL);"
+    "CREATE INDEX reg_source_person ON reg_source (person_key);"
+    "CREATE TABLE reg_block (bkey BIGINT NOT NULL, src_key BIGINT NOT NULL, PRIMARY KEY (bkey, src_key)){NOROWID};"
+    "CREATE TABLE reg_tf (field SMALLINT NOT NULL, value {TEXT} NOT NULL, n BIGINT NOT NULL,"
+    " PRIMARY KEY (field, value)){NOROWID};"
+    "CREATE TABLE reg_review (review_key {KEY}, src_key BIGINT NOT NULL, other_key BIGINT NOT NULL,"
+    " weight {REAL} NOT NULL, evidence TEXT NOT NULL, status {TEXT} NOT NULL, created BIGINT NOT NULL,"
+    " created_by {TEXT} NOT NULL, decided_by {TEXT}, decided_at BIGINT, note TEXT);"
+    "CREATE INDEX reg_review_status ON reg_review (status, review_key);"
+    "CREATE INDEX reg_review_pair ON reg_review (src_key, other_key);"
+    "CREATE INDEX reg_review_other ON reg_review (other_key);"
+    "CREATE TABLE reg_constraint (con_key {KEY}, src_a BIGINT NOT NULL, src_b BIGINT NOT NULL,"
+    " kind {TEXT} NOT NULL, origin {TEXT} NOT NULL, event_key BIGINT NOT NULL, active SMALLINT NOT NULL,"
+    " created BIGINT NOT NULL, created_by {TEXT} NOT NULL);"
+    "CREATE INDEX reg_constraint_a ON reg_constraint (src_a);"
+    "CREATE INDEX reg_constraint_b ON reg_constraint (src_b);"
+    "CREATE INDEX reg_constraint_event ON reg_constraint (event_key);"
+    "CREATE TABLE reg_event (event_key {KEY}, at BIGINT NOT NULL, who {TEXT} NOT NULL, action {TEXT} NOT NULL,"
+    " person_key BIGINT, other_person BIGINT, src_key BIGINT, review_key BIGINT, detail TEXT, undo TEXT,"
+    " undone_by BIGINT);"
+    "CREATE INDEX reg_event_person ON reg_event (person_key);"
+    "CREATE INDEX reg_event_other ON reg_event (other_person);"
+    "CREATE TABLE reg_model (version {KEY}, created BIGINT NOT NULL, created_by {TEXT} NOT NULL,"
+    " model TEXT NOT NULL, report TEXT);",
+
+    /* 6: risk stratification (src/risk, docs/risk.md): per-person facts
+     * kept by a write hook (one row per patient key, read in key order by
+     * a full run; `dirty` > 0 marks a person whose facts changed since they
+     * were scored, found through a partial index), the scores worklists
+     * read, tier-change events, trained models, runs, and a postcode ->
+     * IMD decile lookup. risk_fact, risk_score and risk_event lead with
+     * the patient key (distributable by patient); the rest are small
+     * reference tables. */
+    "CREATE TABLE risk_fact (pkey {KEY}, facts TEXT NOT NULL, dirty BIGINT NOT NULL, updated BIGINT NOT NULL);"
+    "CREATE INDEX risk_fact_dirty ON risk_fact (dirty) WHERE dirty > 0;"
+    "CREATE TABLE risk_score (pkey {KEY}, patient_id {TEXT} NOT NULL, practice {TEXT} NOT NULL,"
+    " mdg {TEXT} NOT NULL, age INTEGER, sex {TEXT}, status {TEXT} NOT NULL, reason TEXT, probability {REAL},"
+    " tier {TEXT}, efi {REAL}, efi_band {TEXT}, hfrs {REAL}, hfrs_band {TEXT}, charlson INTEGER,"
+    " charlson2011 INTEGER, lace INTEGER, lace_band {TEXT}, diabetes SMALLINT NOT NULL, care_plan SMALLINT NOT NULL,"
+    " last_review BIGINT, model {TEXT}, as_of BIGINT NOT NULL, scored BIGINT NOT NULL,"
+    " fingerprint BIGINT NOT NULL, factors TEXT);"
+    "CREATE INDEX risk_score_practice ON risk_score (practice, probability);"
+    "CREATE INDEX risk_score_mdg ON risk_score (mdg, probability);"
+    "CREATE INDEX risk_score_probability ON risk_score (probability);"
+    "CREATE TABLE risk_event (pkey BIGINT NOT NULL, event_key {KEY}, at BIGINT NOT NULL, kind {TEXT} NOT NULL,"
+    " from_tier {TEXT}, to_tier {TEXT}, probability {REAL}, model {TEXT}, run BIGINT, detail TEXT);"
+    "CREATE INDEX risk_event_patient ON risk_event (pkey);"
+    "CREATE TABLE risk_model (version {TEXT} PRIMARY KEY, created BIGINT NOT NULL, active SMALLINT NOT NULL,"
+    " body TEXT NOT NULL);"
+    "CREATE TABLE risk_run (run_key {KEY}, started BIGINT NOT NULL, finished BIGINT, as_of BIGINT NOT NULL,"
+    " as_of_rule {TEXT} NOT NULL, model {TEXT} NOT NULL, tiers TEXT NOT NULL, stats TEXT);"
+    "CREATE TABLE risk_deprivation (postcode {TEXT} PRIMARY KEY, decile SMALLINT NOT NULL);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
