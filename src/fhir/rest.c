@@ -986,6 +986,33 @@ out:
     (void)v;
 }
 
+/* The value of query parameter `name`, percent-decoded ("+" is a space). */
+int rest_query_param(const char *query, const char *name, char *out, size_t n) {
+    if (!query || n == 0) return 0;
+    size_t nl = strlen(name);
+    for (const char *p = query; *p;) {
+        const char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
+            size_t k = 0;
+            for (const char *q = p + nl + 1; q < p + len && k + 1 < n; q++) {
+                if (*q == '%' && q + 2 < p + len && q[1] && q[2]) {
+                    char hx[3] = {q[1], q[2], 0};
+                    out[k++] = (char)strtol(hx, NULL, 16);
+                    q += 2;
+                } else {
+                    out[k++] = *q == '+' ? ' ' : *q;
+                }
+            }
+            out[k] = 0;
+            return 1;
+        }
+        if (!amp) break;
+        p = amp + 1;
+    }
+    return 0;
+}
+
 /* ---- routing --------------------------------------------------------- */
 
 typedef void (*handler_fn)(rest_ctx *, const rest_request *, rest_response *, const route_vars *);

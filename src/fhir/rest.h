@@ -72,6 +72,11 @@ typedef struct rest_ctx {
  * rs->body with buf_free. */
 void rest_handle(rest_ctx *ctx, const rest_request *rq, rest_response *rs);
 
+/* The first value of query parameter `name` in a raw query string,
+ * percent-decoded into out (truncated to n - 1 bytes): 1 found, 0 not. For
+ * operations that take a few simple arguments; searches use search.h. */
+int rest_query_param(const char *query, const char *name, char *out, size_t n);
+
 /* Fill `rs` with an OperationOutcome for `e`, status from the error code. */
 void rest_error(rest_response *rs, const err *e);
 

@@ -219,33 +219,6 @@ static void send_json(rest_response *rs, int st, json_t *j) {
     json_decref(j);
 }
 
-/* The value of query parameter `name` (percent-decoded) into out. */
-static int query_param(const char *query, const char *name, char *out, size_t n) {
-    if (!query) return 0;
-    size_t nl = strlen(name);
-    for (const char *p = query; *p;) {
-        const char *amp = strchr(p, '&');
-        size_t len = amp ? (size_t)(amp - p) : strlen(p);
-        if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
-            size_t k = 0;
-            for (const char *q = p + nl + 1; q < p + len && k + 1 < n; q++) {
-                if (*q == '%' && q + 2 < p + len + 1 && q[1] && q[2]) {
-                    char hx[3] = {q[1], q[2], 0};
-                    out[k++] = (char)strtol(hx, NULL, 16);
-                    q += 2;
-                } else {
-                    out[k++] = *q == '+' ? ' ' : *q;
-                }
-            }
-            out[k] = 0;
-            return 1;
-        }
-        p += len + (amp ? 1 : 0);
-        if (!amp) break;
-    }
-    return 0;
-}
-
 static int valid_setting(const char *s) {
     for (size_t k = 0; k < sizeof SETTINGS / sizeof SETTINGS[0]; k++)
         if (strcmp(s, SETTINGS[k]) == 0) return 1;
@@ -317,15 +290,15 @@ static void h_import(void *user, const rest_request *rq, rest_response *rs, cons
     err e;
     err_clear(&e);
     /* provenance and mapping from the query (uploads) or Parameters */
-    if (query_param(rq->query, "mapping", val, sizeof val)) {
+    if (rest_query_param(rq->query, "mapping", val, sizeof val)) {
         if (!mapping_path(svc, val, mpath, sizeof mpath)) {
             fail(rs, ST_INVALID, "value", "mapping", "no mapping named '%s' (see mappings/)", val);
             goto out;
         }
         json_object_set_new(req, "mapping", json_string(mpath));
     }
-    if (query_param(rq->query, "organisation", val, sizeof val)) json_object_set_new(req, "organisation", json_string(val));
-    if (query_param(rq->query, "setting", val, sizeof val)) {
+    if (rest_query_param(rq->query, "organisation", val, sizeof val)) json_object_set_new(req, "organisation", json_string(val));
+    if (rest_query_param(rq->query, "setting", val, sizeof val)) {
         if (!valid_setting(val)) {
             fail(rs, ST_INVALID, "value", "setting", "'%s' is not a care setting (primary-care, acute, community, social-care, mental-health)", val);
             goto out;
@@ -599,8 +572,8 @@ static void h_quarantine_list(void *user, const rest_request *rq, rest_response 
     import_service *svc = user;
     (void)id;
     char st[32] = "quarantined", cnt[16];
-    query_param(rq->query, "status", st, sizeof st);
-    int limit = query_param(rq->query, "_count", cnt, sizeof cnt) ? atoi(cnt) : 50;
+    rest_query_param(rq->query, "status", st, sizeof st);
+    int limit = rest_query_param(rq->query, "_count", cnt, sizeof cnt) ? atoi(cnt) : 50;
     if (limit < 1 || limit > 1000) limit = 50;
     int all = strcmp(st, "all") == 0;
     store_message_list l = {0};

@@ -146,31 +146,6 @@ static void send_buf(rest_response *rs, int st, buf *b, const char *ct) {
     rs->content_type = ct;
 }
 
-static int query_param(const char *query, const char *name, char *out, size_t n) {
-    if (!query) return 0;
-    size_t nl = strlen(name);
-    for (const char *p = query; *p;) {
-        const char *amp = strchr(p, '&');
-        size_t len = amp ? (size_t)(amp - p) : strlen(p);
-        if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
-            size_t k = 0;
-            for (const char *q = p + nl + 1; q < p + len && k + 1 < n; q++) {
-                if (*q == '%' && q + 2 < p + len && q[1] && q[2]) {
-                    char hx[3] = {q[1], q[2], 0};
-                    out[k++] = (char)strtol(hx, NULL, 16);
-                    q += 2;
-                } else {
-                    out[k++] = *q == '+' ? ' ' : *q;
-                }
-            }
-            out[k] = 0;
-            return 1;
-        }
-        p += len + (amp ? 1 : 0);
-        if (!amp) break;
-    }
-    return 0;
-}
 
 /* A named argument from the body (a JSON object, or FHIR Parameters with
  * value[x] strings) or else the query. */
@@ -194,7 +169,7 @@ static int arg_param(const rest_request *rq, json_t *body, const char *name, cha
             return 1;
         }
     }
-    return query_param(rq->query, name, out, n);
+    return rest_query_param(rq->query, name, out, n);
 }
 
 static json_t *body_json(const rest_request *rq, rest_response *rs, int *bad) {
@@ -268,8 +243,8 @@ static void h_match(void *user, const rest_request *rq, rest_response *rs, const
 static void h_review_list(void *user, const rest_request *rq, rest_response *rs, const char *id) {
     registry *r = user;
     char st[32] = "open", cnt[16];
-    query_param(rq->query, "status", st, sizeof st);
-    int limit = query_param(rq->query, "_count", cnt, sizeof cnt) ? atoi(cnt) : 50;
+    rest_query_param(rq->query, "status", st, sizeof st);
+    int limit = rest_query_param(rq->query, "_count", cnt, sizeof cnt) ? atoi(cnt) : 50;
     if (limit < 1 || limit > 1000) limit = 50;
     buf out = {0};
     err e;
@@ -390,8 +365,8 @@ static void h_unmerge(void *user, const rest_request *rq, rest_response *rs, con
 static void h_history(void *user, const rest_request *rq, rest_response *rs, const char *id) {
     registry *r = user;
     char person[128] = "", cnt[16];
-    query_param(rq->query, "person", person, sizeof person);
-    int limit = query_param(rq->query, "_count", cnt, sizeof cnt) ? atoi(cnt) : 100;
+    rest_query_param(rq->query, "person", person, sizeof person);
+    int limit = rest_query_param(rq->query, "_count", cnt, sizeof cnt) ? atoi(cnt) : 100;
     buf out = {0};
     err e;
     if (registry_history(r, person[0] ? person : NULL, limit, &out, &e) != ST_OK)

@@ -201,33 +201,6 @@ static void send_json(rest_response *rs, int status, json_t *j) {
     json_decref(j);
 }
 
-/* Query parameter `name`, percent-decoded, into out; 1 if present. */
-static int query_param(const char *query, const char *name, char *out, size_t n) {
-    if (!query) return 0;
-    size_t nl = strlen(name);
-    for (const char *p = query; *p;) {
-        const char *amp = strchr(p, '&');
-        size_t len = amp ? (size_t)(amp - p) : strlen(p);
-        if (len >= nl && !strncmp(p, name, nl) && (len == nl || p[nl] == '=')) {
-            size_t k = 0;
-            for (const char *q = p + (len > nl ? nl + 1 : nl); q < p + len && k + 1 < n; q++) {
-                if (*q == '%' && q + 2 < p + len) {
-                    char hx[3] = {q[1], q[2], 0};
-                    out[k++] = (char)strtol(hx, NULL, 16);
-                    q += 2;
-                } else {
-                    out[k++] = *q == '+' ? ' ' : *q;
-                }
-            }
-            out[k] = 0;
-            return 1;
-        }
-        if (!amp) break;
-        p = amp + 1;
-    }
-    return 0;
-}
-
 static int bad_param(rest_response *rs, const char *name, const char *why) {
     err e;
     err_set(&e, ST_INVALID, "value", name, "%s: %s", name, why);
@@ -237,7 +210,7 @@ static int bad_param(rest_response *rs, const char *name, const char *why) {
 
 static int int_param(const char *query, const char *name, int lo, int hi, int *out, rest_response *rs) {
     char v[32];
-    if (!query_param(query, name, v, sizeof v)) return 0;
+    if (!rest_query_param(query, name, v, sizeof v)) return 0;
     char *end;
     long x = strtol(v, &end, 10);
     if (!*v || *end || x < lo || x > hi) {
@@ -254,11 +227,11 @@ static void h_worklist(void *user, const rest_request *rq, rest_response *rs, co
     (void)id;
     char practice[32], mdg[64], cohort[32], tier[32], flag[16];
     risk_worklist_query q = {0};
-    if (query_param(rq->query, "practice", practice, sizeof practice)) q.practice = practice;
-    if (query_param(rq->query, "mdg", mdg, sizeof mdg)) q.mdg = mdg;
-    if (query_param(rq->query, "cohort", cohort, sizeof cohort)) q.cohort = cohort;
-    if (query_param(rq->query, "tier", tier, sizeof tier)) q.tier = tier;
-    if (query_param(rq->query, "no-care-plan", flag, sizeof flag)) {
+    if (rest_query_param(rq->query, "practice", practice, sizeof practice)) q.practice = practice;
+    if (rest_query_param(rq->query, "mdg", mdg, sizeof mdg)) q.mdg = mdg;
+    if (rest_query_param(rq->query, "cohort", cohort, sizeof cohort)) q.cohort = cohort;
+    if (rest_query_param(rq->query, "tier", tier, sizeof tier)) q.tier = tier;
+    if (rest_query_param(rq->query, "no-care-plan", flag, sizeof flag)) {
         if (!strcmp(flag, "true") || !*flag)
             q.no_care_plan = 1;
         else if (strcmp(flag, "false") != 0) {
