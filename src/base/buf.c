@@ -99,7 +99,10 @@ void buf_free(buf *b) {
 }
 
 char *buf_take(buf *b) {
-    if (!b->p) buf_reserve(b, 0);
+    if (!b->p) {
+        buf_reserve(b, 0);
+        b->p[0] = 0; /* an empty buffer is taken as "" */
+    }
     char *p = b->p;
     b->p = NULL;
     b->len = b->cap = 0;
