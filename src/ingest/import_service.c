@@ -588,20 +588,28 @@ static void h_quarantine_list(void *user, const rest_request *rq, rest_response 
     send_json(rs, 200, json_pack("{s:s, s:o}", "status", st, "records", arr));
 }
 
+/* The quarantine record named by the path's id, or an OperationOutcome in
+ * rs (0). With l == NULL only the id is checked. */
+static int record_get(import_service *svc, rest_response *rs, const char *id, int64_t *key, store_message_list *l) {
+    if (!parse_id(id, key)) {
+        fail(rs, ST_NOT_FOUND, "not-found", NULL, "no quarantine record '%s'", id ? id : "");
+        return 0;
+    }
+    err e;
+    err_clear(&e);
+    if (l && store_message_get(svc->s, *key, l, &e) != ST_OK) {
+        rest_error(rs, &e);
+        return 0;
+    }
+    return 1;
+}
+
 static void h_quarantine_show(void *user, const rest_request *rq, rest_response *rs, const char *id) {
     import_service *svc = user;
     (void)rq;
     int64_t key;
-    if (!parse_id(id, &key)) {
-        fail(rs, ST_NOT_FOUND, "not-found", NULL, "no quarantine record '%s'", id ? id : "");
-        return;
-    }
     store_message_list l = {0};
-    err e;
-    if (store_message_get(svc->s, key, &l, &e) != ST_OK) {
-        rest_error(rs, &e);
-        return;
-    }
+    if (!record_get(svc, rs, id, &key, &l)) return;
     json_t *o = message_json(&l.v[0], 1);
     store_message_list_free(&l);
     send_json(rs, 200, o);
@@ -611,17 +619,10 @@ static void h_quarantine_replay(void *user, const rest_request *rq, rest_respons
     import_service *svc = user;
     (void)rq;
     int64_t key;
-    if (!parse_id(id, &key)) {
-        fail(rs, ST_NOT_FOUND, "not-found", NULL, "no quarantine record '%s'", id ? id : "");
-        return;
-    }
     store_message_list l = {0};
+    if (!record_get(svc, rs, id, &key, &l)) return;
     err e;
     err_clear(&e);
-    if (store_message_get(svc->s, key, &l, &e) != ST_OK) {
-        rest_error(rs, &e);
-        return;
-    }
     int file = strcmp(l.v[0].channel, "file") == 0;
     store_message_list_free(&l);
     if (file) {
@@ -653,10 +654,7 @@ static void h_quarantine_discard(void *user, const rest_request *rq, rest_respon
     import_service *svc = user;
     (void)rq;
     int64_t key;
-    if (!parse_id(id, &key)) {
-        fail(rs, ST_NOT_FOUND, "not-found", NULL, "no quarantine record '%s'", id ? id : "");
-        return;
-    }
+    if (!record_get(svc, rs, id, &key, NULL)) return;
     err e;
     if (store_message_set_status(svc->s, key, "quarantined", "discarded", &e) != ST_OK) {
         rest_error(rs, &e);
