@@ -611,7 +611,7 @@ status reg_candidates(registry *r, rdb *c, const fs_model *m, const reg_person *
     for (size_t k = 0; k < r->nrules && rc == ST_OK; k++) {
         if (!h[k]) continue;
         db_stmt *st = NULL;
-        rc = rq_prep(c, "SELECT src_key FROM reg_block WHERE bkey = ? LIMIT 1001", &st, e, "i", h[k]);
+        rc = rq_prep(c, "SELECT src_key FROM reg_block WHERE bkey = ? LIMIT 201", &st, e, "i", h[k]);
         if (rc != ST_OK) break;
         size_t first = nk;
         int s;
@@ -629,7 +629,7 @@ status reg_candidates(registry *r, rdb *c, const fs_model *m, const reg_person *
         }
         if (s < 0) rc = ST_IO;
         c->drv->done(st);
-        if (nk - first > REG_MAX_BLOCK) nk = first; /* an oversized block: skipped */
+        if (nk - first > REG_MAX_LIVE_BLOCK) nk = first; /* an oversized block: skipped */
     }
     if (rc != ST_OK) goto out;
     reg_sort(keys, nk, sizeof *keys, cmp_i64);

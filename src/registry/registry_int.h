@@ -28,6 +28,12 @@
 #define REG_TF_ALPHA 100.0
 /* A block of more candidates than this is skipped (as block_pairs does). */
 #define REG_MAX_BLOCK 1000
+/* The real-time hook's bound: a block key shared by more earlier records
+ * than this (placeholder demographics, a flood of identical test records)
+ * is not used to find candidates, so one write costs at most a few hundred
+ * comparisons per key, never a scan that grows with the registry. The
+ * other keys and the batch run (REG_MAX_BLOCK) still see such records. */
+#define REG_MAX_LIVE_BLOCK 200
 
 #define REG_LAT_RING 65536 /* hook durations kept for registry_stats */
 
