@@ -32,6 +32,7 @@
 
 #include "registry/registry.h"
 #include "store/store.h"
+#include "testpg.h"
 
 #define NHS_SYS "https://fhir.nhs.uk/Id/nhs-number"
 
@@ -47,30 +48,7 @@ typedef struct fx {
 
 static int pg_counter;
 
-static void url_with_dbname(const char *base, const char *db, char *out, size_t n) {
-    const char *scheme = strstr(base, "://");
-    const char *host = scheme ? scheme + 3 : base;
-    const char *q = strchr(host, '?');
-    const char *slash = strchr(host, '/');
-    if (slash && q && slash > q) slash = NULL;
-    size_t head = slash ? (size_t)(slash - base) : q ? (size_t)(q - base) : strlen(base);
-    snprintf(out, n, "%.*s/%s%s", (int)head, base, db, q ? q : "");
-}
 
-static int pg_admin_exec(const char *sql) {
-    PGconn *c = PQconnectdb(getenv("CONCORD_TEST_PG"));
-    int ok = 0;
-    if (PQstatus(c) == CONNECTION_OK) {
-        PGresult *r = PQexec(c, sql);
-        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok) print_error("%s: %s", sql, PQerrorMessage(c));
-        PQclear(r);
-    } else {
-        print_error("cannot connect to CONCORD_TEST_PG: %s", PQerrorMessage(c));
-    }
-    PQfinish(c);
-    return ok;
-}
 
 static int open_all(fx *f) {
     if (f->pg) {

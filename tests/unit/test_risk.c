@@ -29,6 +29,7 @@
 #include "risk/risk.h"
 #include "risk/risk_int.h"
 #include "store/store.h"
+#include "testpg.h"
 
 #define DATA_DIR CONCORD_SOURCE_DIR "/data/risk"
 
@@ -600,20 +601,6 @@ typedef struct fx {
 
 static int pg_counter;
 
-static int pg_admin_exec(const char *sql) {
-    PGconn *c = PQconnectdb(getenv("CONCORD_TEST_PG"));
-    int ok = 0;
-    if (PQstatus(c) == CONNECTION_OK) {
-        PGresult *r = PQexec(c, sql);
-        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok) print_error("%s: %s", sql, PQerrorMessage(c));
-        PQclear(r);
-    } else {
-        print_error("cannot connect to CONCORD_TEST_PG: %s", PQerrorMessage(c));
-    }
-    PQfinish(c);
-    return ok;
-}
 
 static int setup_any(void **state, int pg) {
     fx *f = calloc(1, sizeof *f);

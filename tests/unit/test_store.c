@@ -45,6 +45,7 @@
 #include "fhir/fhirdate.h"
 #include "fhir/search.h"
 #include "store/store.h"
+#include "testpg.h"
 
 /* ------------------------------------------------------------ fixture */
 
@@ -64,31 +65,7 @@ typedef struct fx {
 
 static int pg_counter;
 
-/* `base` (a postgresql:// URL) with its database name replaced by `db`. */
-static void url_with_dbname(const char *base, const char *db, char *out, size_t n) {
-    const char *scheme = strstr(base, "://");
-    const char *host = scheme ? scheme + 3 : base;
-    const char *q = strchr(host, '?');
-    const char *slash = strchr(host, '/');
-    if (slash && q && slash > q) slash = NULL;
-    size_t head = slash ? (size_t)(slash - base) : q ? (size_t)(q - base) : strlen(base);
-    snprintf(out, n, "%.*s/%s%s", (int)head, base, db, q ? q : "");
-}
 
-static int pg_admin_exec(const char *sql) {
-    PGconn *c = PQconnectdb(getenv("CONCORD_TEST_PG"));
-    int ok = 0;
-    if (PQstatus(c) != CONNECTION_OK) {
-        print_error("cannot connect to CONCORD_TEST_PG: %s", PQerrorMessage(c));
-    } else {
-        PGresult *r = PQexec(c, sql);
-        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok) print_error("%s: %s", sql, PQerrorMessage(c));
-        PQclear(r);
-    }
-    PQfinish(c);
-    return ok;
-}
 
 /* A new empty database; its URL (SQLite path or postgresql:// URL) in out. */
 static int new_database(fx *f, char *out, size_t n) {
