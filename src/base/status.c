@@ -43,6 +43,9 @@ static const struct {
     {ST_IO, 500, "io-error"},
     {ST_NOMEM, 500, "out-of-memory"},
     {ST_INTERNAL, 500, "internal-error"},
+    {ST_UNAUTHENTICATED, 401, "unauthenticated"},
+    {ST_FORBIDDEN, 403, "forbidden"},
+    {ST_THROTTLED, 429, "throttled"},
 };
 
 int status_http(status s) {

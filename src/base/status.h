@@ -24,7 +24,10 @@ typedef enum status {
     ST_UNSUPPORTED,   /* interaction or feature not supported (HTTP 501/405) */
     ST_IO,            /* storage or system failure (HTTP 500) */
     ST_NOMEM,         /* allocation failure (HTTP 500) */
-    ST_INTERNAL       /* a bug: an invariant did not hold (HTTP 500) */
+    ST_INTERNAL,      /* a bug: an invariant did not hold (HTTP 500) */
+    ST_UNAUTHENTICATED, /* no or bad credentials (HTTP 401) */
+    ST_FORBIDDEN,     /* authenticated but not allowed (HTTP 403) */
+    ST_THROTTLED      /* too many attempts; try later (HTTP 429) */
 } status;
 
 /* An error with its FHIR issue type ("invalid", "structure", "required",

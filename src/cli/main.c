@@ -17,6 +17,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../access/audit.h"
+#include "../access/auth.h"
+#include "../access/policy.h"
 #include "../base/log.h"
 #include "../http/server.h"
 #include "../ingest/import_service.h"
@@ -142,6 +145,19 @@ int cli_open_store(const cli_opts *o, int migrate, store **s) {
         store_close(*s);
         return 1;
     }
+    /* every write labelled (recording organisation, sensitive categories)
+     * and the legitimate relationships, consent objections and the
+     * organisation directory kept in step (docs/access.md) */
+    const char *acc_dir = getenv("CONCORD_ACCESS_DATA");
+    if (!acc_dir || !*acc_dir) {
+        struct stat sb;
+        acc_dir = stat("data/access/sensitive-codes.tsv", &sb) == 0 ? "data/access" : CONCORD_SOURCE_DIR "/data/access";
+    }
+    if (acc_policy_init(acc_dir, &e) != ST_OK || (migrate && acc_rel_attach(*s, &e) != ST_OK)) {
+        fprintf(stderr, "concord: access: %s%s%s\n", e.where[0] ? e.where : "", e.where[0] ? ": " : "", e.msg);
+        store_close(*s);
+        return 1;
+    }
     /* every person's risk facts kept current as data arrives (docs/risk.md) */
     if (migrate && risk_install(*s, &e) != ST_OK) {
         fprintf(stderr, "concord: risk: %s\n", e.msg);
@@ -169,8 +185,24 @@ int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const cha
     ingest *g = NULL;
     mllp_server *ml = NULL;
     err e;
+    /* who may see what (docs/access.md): every API request authenticates,
+     * is authorised, and is written to the access log */
+    auth *au = NULL;
+    audit_log *al = NULL;
+    char key[1024];
+    audit_default_key_path(o->db, key, sizeof key);
+    audit_config acfg = {.key_path = key};
+    if (auth_open(s, NULL, &au, &e) != ST_OK || audit_open(s, &acfg, &al, &e) != ST_OK) {
+        fprintf(stderr, "concord: access: %s%s%s\n", e.where[0] ? e.where : "", e.where[0] ? ": " : "", e.msg);
+        auth_close(au);
+        return 1;
+    }
+    cfg.auth = au;
+    cfg.audit = al;
     if (ingest_start(s, 0, &g, &e) != ST_OK) {
         fprintf(stderr, "concord: %s\n", e.msg);
+        audit_close(al);
+        auth_close(au);
         return 1;
     }
     if (o->mllp_addr[0] && mllp_start(g, o->mllp_addr, o->mllp_port, 0, &ml, &e) != ST_OK) {
@@ -198,6 +230,8 @@ int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const cha
         import_service_stop(imp);
         mllp_stop(ml);
         ingest_stop(g);
+        audit_close(al);
+        auth_close(au);
         return 1;
     }
     char base[300];
@@ -217,6 +251,8 @@ int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const cha
     mllp_stop(ml);
     ingest_stop(g);
     risk_service_stop(risk);
+    audit_close(al); /* after the last request: everything it logged is durable */
+    auth_close(au);
     log_info("stopped cleanly");
     return 0;
 }
@@ -276,6 +312,8 @@ static const struct command {
     {"quarantine", cmd_quarantine, "list, show, replay or discard messages ingest refused"},
     {"link", cmd_link, "the patient registry: train, run, review, merge, unmerge, history, eval"},
     {"risk", cmd_risk, "risk stratification: facts, train, run, rescore, worklists, indices"},
+    {"user", cmd_user, "users who may sign in: add, list, disable, enable, reset (docs/auth.md)"},
+    {"token", cmd_token, "API tokens: create (prints the token), list, revoke"},
     {"migrate", cmd_migrate, "apply pending schema migrations and exit"},
     {"help", cmd_help, "show this help"},
 };

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../access/guard.h"
 #include "../base/log.h"
 #include "fhirdate.h"
 #include "json.h"
@@ -266,6 +267,56 @@ static status in_txn(store *s, txn_fn fn, void *arg, err *e) {
     return store_commit(tx, e);
 }
 
+/* ---- access control ---------------------------------------------------- */
+
+/* One access-log entry for this request (nothing when not guarded). The
+ * patient is named by id: given, or looked up from the patient key. */
+static status audit_req(rest_ctx *ctx, const rest_request *rq, const char *action, const char *type, const char *id,
+                        int64_t pkey, const char *patient_id, int status, const char *purpose, const char *reason,
+                        int wait) {
+    if (!ctx->guarded) return ST_OK;
+    char pid[72] = "";
+    if (patient_id) snprintf(pid, sizeof pid, "%s", patient_id);
+    else if (pkey) guard_patient_id(ctx->store, pkey, pid, sizeof pid);
+    return guard_audit(ctx->audit, rq->who, action, type, id, pkey, pid, status, purpose, reason, rq->method,
+                       rq->path, rq->query, wait);
+}
+
+/* Refuse with `e` and log the refusal. */
+static void deny(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const err *e, const char *action,
+                 const char *type, const char *id, int64_t pkey) {
+    buf_reset(&rs->body);
+    rest_error(rs, e);
+    audit_req(ctx, rq, action, type, id, pkey, type && id && strcmp(type, "Patient") == 0 ? id : NULL, rs->status,
+              NULL, e->msg, 0);
+}
+
+/* A write's access check and stamping (guard_write), logged if refused. */
+static status guard_res(rest_ctx *ctx, const rest_request *rq, rest_response *rs, json_t *res, const char *type,
+                        const char *id, const char *action, int64_t *pkey, char *pid) {
+    *pkey = 0;
+    pid[0] = 0;
+    if (!ctx->guarded) return ST_OK;
+    err e;
+    status rc = guard_write(ctx->store, rq->who, res, type, pkey, pid, &e);
+    if (rc != ST_OK) deny(ctx, rq, rs, &e, action, type, id, *pkey);
+    return rc;
+}
+
+/* For an update or delete: the current version must be one the user may
+ * see (writing over a hidden record is refused as reading it is). */
+static status guard_existing(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const char *type,
+                             const char *id, const char *action) {
+    if (!ctx->guarded) return ST_OK;
+    err e;
+    store_meta m;
+    status rc = store_read(ctx->store, type, id, 0, NULL, &m, &e);
+    if (rc == ST_NOT_FOUND || rc == ST_GONE) return ST_OK;
+    if (rc == ST_OK) rc = guard_record(ctx->store, rq->who, &m, NULL, &e);
+    if (rc != ST_OK) deny(ctx, rq, rs, &e, action, type, id, m.pkey);
+    return rc;
+}
+
 /* ---- the interactions ------------------------------------------------ */
 
 typedef struct route_vars {
@@ -284,19 +335,38 @@ static void h_read(rest_ctx *ctx, const rest_request *rq, rest_response *rs, con
             return;
         }
     }
-    status rc = store_read(ctx->store, v->type, v->id, version, &rs->body, &m, &e);
+    const char *action = v->vid ? "vread" : "read";
+    const char *pid = strcmp(v->type, "Patient") == 0 ? v->id : NULL;
+    status rc = ST_OK;
+    if (ctx->guarded && (rc = guard_role(rq->who, v->type, ACC_READ, &e)) != ST_OK) {
+        deny(ctx, rq, rs, &e, action, v->type, v->id, 0);
+        return;
+    }
+    rc = store_read(ctx->store, v->type, v->id, version, &rs->body, &m, &e);
+    int glass = 0;
+    if ((rc == ST_OK || rc == ST_GONE) && ctx->guarded) {
+        err ge;
+        if (guard_record(ctx->store, rq->who, &m, &glass, &ge) != ST_OK) {
+            deny(ctx, rq, rs, &ge, action, v->type, v->id, m.pkey);
+            return;
+        }
+    }
     if (rc == ST_GONE) {
         rest_error(rs, &e);
         set_version_headers(rs, &m);
+        audit_req(ctx, rq, action, v->type, v->id, m.pkey, pid, rs->status, NULL, e.msg, 0);
         return;
     }
     if (rc != ST_OK) {
         rest_error(rs, &e);
+        audit_req(ctx, rq, action, v->type, v->id, 0, pid, rs->status, NULL, e.msg, 0);
         return;
     }
     rs->status = 200;
     rs->content_type = FHIR_JSON;
     set_version_headers(rs, &m);
+    if (glass) snprintf(rs->access, sizeof rs->access, "break-glass");
+    audit_req(ctx, rq, action, v->type, v->id, m.pkey, pid, 200, glass ? "ETREAT" : NULL, NULL, 0);
 }
 
 typedef struct create_arg {
@@ -335,10 +405,21 @@ static void h_create(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
     create_arg a = {.type = v->type, .if_none_exist = rq->if_none_exist};
     a.res = parse_body(rq, rs);
     if (!a.res) return;
+    int64_t pkey;
+    char pid[72];
+    if (guard_res(ctx, rq, rs, a.res, a.type, NULL, "create", &pkey, pid) != ST_OK) {
+        json_decref(a.res);
+        return;
+    }
     status rc = prepare_create(a.res, a.type, NULL, 0, &a.prep, &e);
     if (rc == ST_OK) rc = in_txn(ctx->store, create_fn, &a, &e);
     if (rc != ST_OK) rest_error(rs, &e);
     else respond_write(rq, rs, &a.wr, 200);
+    if (ctx->guarded) {
+        const char *id = rc == ST_OK ? a.wr.meta.id : NULL;
+        if (rc == ST_OK && strcmp(a.type, "Patient") == 0) snprintf(pid, sizeof pid, "%s", id);
+        audit_req(ctx, rq, "create", a.type, id, pkey, pid, rs->status, NULL, rc == ST_OK ? NULL : e.msg, 1);
+    }
     store_prep_free(a.prep);
     free(a.wr.body);
     json_decref(a.res);
@@ -356,9 +437,17 @@ static void h_update(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
     }
     a.res = parse_body(rq, rs);
     if (!a.res) return;
+    int64_t pkey;
+    char pid[72];
+    if (guard_existing(ctx, rq, rs, a.type, a.id, "update") != ST_OK ||
+        guard_res(ctx, rq, rs, a.res, a.type, a.id, "update", &pkey, pid) != ST_OK) {
+        json_decref(a.res);
+        return;
+    }
     status rc = in_txn(ctx->store, update_fn, &a, &e);
     if (rc != ST_OK) rest_error(rs, &e);
     else respond_write(rq, rs, &a.wr, 200);
+    audit_req(ctx, rq, "update", a.type, a.id, pkey, pid, rs->status, NULL, rc == ST_OK ? NULL : e.msg, 1);
     free(a.wr.body);
     json_decref(a.res);
 }
@@ -376,14 +465,27 @@ static status delete_fn(store_txn *tx, void *p, err *e) {
 static void h_delete(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
     err e;
     delete_arg a = {.type = v->type, .id = v->id};
+    if (ctx->guarded) {
+        if (guard_role(rq->who, v->type, ACC_DELETE, &e) != ST_OK) {
+            deny(ctx, rq, rs, &e, "delete", v->type, v->id, 0);
+            return;
+        }
+        if (guard_existing(ctx, rq, rs, v->type, v->id, "delete") != ST_OK) return;
+    }
+    store_meta before;
+    err re;
+    int64_t pkey = 0;
+    if (ctx->guarded && store_read(ctx->store, v->type, v->id, 0, NULL, &before, &re) == ST_OK) pkey = before.pkey;
     status rc = in_txn(ctx->store, delete_fn, &a, &e);
     if (rc != ST_OK) {
         rest_error(rs, &e);
+        audit_req(ctx, rq, "delete", v->type, v->id, pkey, NULL, rs->status, NULL, e.msg, 1);
         return;
     }
     rs->status = 204;
     rs->content_type = FHIR_JSON;
     if (a.m.version) set_version_headers(rs, &a.m);
+    audit_req(ctx, rq, "delete", v->type, v->id, pkey, NULL, 204, NULL, NULL, 1);
 }
 
 /* ---- Bundles out ----------------------------------------------------- */
@@ -464,17 +566,89 @@ static void render_searchset(rest_response *rs, const rest_request *rq, const se
     }
 }
 
+/* Parameters that single out a person: an aggregate-only role may not
+ * count with them (a count of one named person's diagnoses is not
+ * aggregate data). */
+static int identifying_param(const search_clause *c) {
+    static const char *const names[] = {"_id", "identifier", "patient", "subject", "name", "family", "given",
+                                        "phonetic", "birthdate", "address", "address-postalcode", "telecom",
+                                        "phone", "email", "link", "encounter", "beneficiary", NULL};
+    if (c->target == ST_ID) return 1;
+    if (c->target != ST_PARAM || !c->sp) return 0;
+    for (int i = 0; i < c->n_values; i++)
+        if (c->values[i].chain) return 1;
+    for (int i = 0; names[i]; i++)
+        if (strcmp(names[i], c->sp->code) == 0) return 1;
+    return 0;
+}
+
+/* Who may search: a role that reads the area, within its scope; or an
+ * aggregate-only role counting (_summary=count) without singling anyone
+ * out, over the whole population. */
+static status guard_search(rest_ctx *ctx, const rest_request *rq, search_query *q, const char *type, acc_scope *sc,
+                           err *e) {
+    status rc = guard_role(rq->who, type, ACC_READ, e);
+    if (rc == ST_OK) {
+        rc = acc_scope_for(ctx->store, rq->who, sc, e);
+        if (rc == ST_OK) q->scope = &sc->sc;
+        if (q->n_includes && !acc_allow(rq->who->role, AREA_DEMOGRAPHICS, ACC_READ))
+            for (int i = 0; i < q->n_includes; i++)
+                if (q->includes[i].target_type && acc_area_of_type(q->includes[i].target_type) != acc_area_of_type(type))
+                    return err_set(e, ST_FORBIDDEN, "forbidden", "_include", "the role %s may not include %s",
+                                   acc_role_name(rq->who->role), q->includes[i].target_type);
+        return rc;
+    }
+    if (q->summary != SUMMARY_COUNT || guard_role(rq->who, type, ACC_COUNT, NULL) != ST_OK) return rc;
+    for (int i = 0; i < q->n_clauses; i++)
+        if (identifying_param(&q->clauses[i]))
+            return err_set(e, ST_FORBIDDEN, "forbidden", q->clauses[i].sp ? q->clauses[i].sp->code : "_id",
+                           "the role %s counts populations only: a count may not name a person",
+                           acc_role_name(rq->who->role));
+    q->scope = NULL; /* a population count */
+    return ST_OK;
+}
+
+/* A search's access-log entries: one per patient whose data it returned
+ * (so each can see it in their own log), or one for the search itself. */
+static void audit_search(rest_ctx *ctx, const rest_request *rq, const char *type, const store_items *it, int status,
+                         const char *reason) {
+    if (!ctx->guarded) return;
+    int64_t seen[64];
+    int nseen = 0, logged = 0;
+    for (size_t i = 0; it && i < it->n; i++) {
+        int64_t pk = it->v[i].meta.pkey;
+        if (!pk) continue;
+        int dup = 0;
+        for (int k = 0; k < nseen && !dup; k++) dup = seen[k] == pk;
+        if (dup) continue;
+        if (nseen < 64) seen[nseen++] = pk;
+        audit_req(ctx, rq, "search", type, NULL, pk, NULL, status, NULL, reason, 0);
+        logged = 1;
+    }
+    if (!logged) audit_req(ctx, rq, "search", type, NULL, 0, NULL, status, NULL, reason, 0);
+}
+
 static void h_search_kv(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const char *type,
                         search_param_kv *kv, int n) {
     arena a = {0};
     err e;
     search_query q;
     store_items it = {0};
+    acc_scope sc;
     int lenient = prefer_has(rq->prefer, "handling=lenient");
     status rc = search_parse(&a, type, kv, n, lenient, &q, &e);
+    if (rc == ST_OK && ctx->guarded) {
+        rc = guard_search(ctx, rq, &q, type, &sc, &e);
+        if (rc != ST_OK) {
+            deny(ctx, rq, rs, &e, "search", type, NULL, 0);
+            goto out;
+        }
+    }
     if (rc == ST_OK) rc = store_search(ctx->store, &q, &it, &e);
     if (rc != ST_OK) rest_error(rs, &e);
     else render_searchset(rs, rq, &q, type, &it);
+    audit_search(ctx, rq, type, &it, rs->status, rc == ST_OK ? NULL : e.msg);
+out:
     store_items_free(&it);
     arena_free(&a);
 }
@@ -540,7 +714,30 @@ static void h_history(rest_ctx *ctx, const rest_request *rq, rest_response *rs, 
     }
     store_items it = {0};
     err e;
+    int64_t hpkey = 0;
+    if (ctx->guarded) {
+        /* a record's history: as reading it. Across records: only for the
+         * population-scope role (it is an export of everything changed). */
+        status g = guard_role(rq->who, v->type ? v->type : "Patient", ACC_READ, &e);
+        if (g == ST_OK && !v->id && rq->who->role != ROLE_SYSTEM)
+            g = err_set(&e, ST_FORBIDDEN, "forbidden", NULL,
+                        "history across records is not available to the role %s: read a record's history, or search",
+                        acc_role_name(rq->who->role));
+        if (g == ST_OK && v->id) {
+            store_meta m;
+            err re;
+            if (store_read(ctx->store, v->type, v->id, 0, NULL, &m, &re) != ST_NOT_FOUND) {
+                g = guard_record(ctx->store, rq->who, &m, NULL, &e);
+                hpkey = m.pkey;
+            }
+        }
+        if (g != ST_OK) {
+            deny(ctx, rq, rs, &e, "history", v->type, v->id, hpkey);
+            goto out;
+        }
+    }
     status rc = store_history(ctx->store, v->type, v->id, since, count, offset, &it, &e);
+    audit_req(ctx, rq, "history", v->type, v->id, hpkey, NULL, rc == ST_OK ? 200 : status_http(rc), NULL, NULL, 0);
     if (rc != ST_OK) {
         store_items_free(&it);
         rest_error(rs, &e);
@@ -584,13 +781,212 @@ out:
 static void h_everything(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
     store_items it = {0};
     err e;
-    status rc = store_everything(ctx->store, v->id, &it, &e);
+    acc_scope sc;
+    const store_scope *scope = NULL;
+    int64_t pkey = 0;
+    int glass = 0;
+    if (ctx->guarded) {
+        store_meta m = {0};
+        err re;
+        status g = guard_role(rq->who, "Patient", ACC_READ | ACC_EXPORT, &e);
+        if (g != ST_OK && rq->who->role == ROLE_PATIENT) g = ST_OK; /* their own record, checked next */
+        if (g == ST_OK && store_read(ctx->store, "Patient", v->id, 0, NULL, &m, &re) == ST_OK) {
+            pkey = m.pkey;
+            g = guard_record(ctx->store, rq->who, &m, &glass, &e);
+        }
+        if (g == ST_OK) g = acc_scope_for(ctx->store, rq->who, &sc, &e);
+        if (g != ST_OK) {
+            deny(ctx, rq, rs, &e, "export", "Patient", v->id, pkey);
+            return;
+        }
+        scope = &sc.sc;
+    }
+    status rc = store_everything_scoped(ctx->store, scope, v->id, &it, &e);
     if (rc != ST_OK) rest_error(rs, &e);
     else {
         it.total = (int64_t)it.n;
         render_searchset(rs, rq, NULL, "Patient", &it);
+        if (glass) snprintf(rs->access, sizeof rs->access, "break-glass");
     }
+    audit_req(ctx, rq, "export", "Patient", v->id, pkey, v->id, rs->status, glass ? "ETREAT" : NULL,
+              rc == ST_OK ? NULL : e.msg, 0);
     store_items_free(&it);
+}
+
+/* ---- access operations ------------------------------------------------ */
+
+static void json_reply(rest_response *rs, int status, json_t *j) {
+    char *text = json_dumps(j, JSON_COMPACT);
+    rs->status = status;
+    rs->content_type = FHIR_JSON;
+    buf_reset(&rs->body);
+    if (text) buf_puts(&rs->body, text);
+    free(text);
+}
+
+/* A string argument from a JSON body: {"name": "..."} or a Parameters
+ * resource's valueString; NULL if absent. */
+static const char *body_arg(json_t *body, const char *name) {
+    const char *v = json_string_value(json_object_get(body, name));
+    if (v) return v;
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(body, "parameter"), i, p) {
+        const char *n = json_string_value(json_object_get(p, "name"));
+        if (n && strcmp(n, name) == 0) {
+            json_t *x = json_object_get(p, "valueString");
+            if (!x) x = json_object_get(p, "valueInteger");
+            if (json_is_integer(x)) return NULL;
+            return json_string_value(x);
+        }
+    }
+    return NULL;
+}
+
+/* POST Patient/{id}/$break-glass {"reason": "...", "minutes": 60}: a
+ * clinician with no relationship opens the record in an emergency. */
+static void h_break_glass(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
+    err e;
+    status rc = ST_OK;
+    json_t *body = NULL;
+    if (!ctx->guarded) {
+        fail(rs, ST_UNSUPPORTED, "not-supported", NULL, "break-glass needs access control");
+        return;
+    }
+    if (rq->who->role == ROLE_PATIENT || !acc_allow(rq->who->role, AREA_CLINICAL, ACC_READ)) {
+        err_set(&e, ST_FORBIDDEN, "forbidden", NULL, "the role %s may not break the glass: it does not treat patients",
+                acc_role_name(rq->who->role));
+        deny(ctx, rq, rs, &e, "break-glass", "Patient", v->id, 0);
+        return;
+    }
+    body = rq->body_len ? json_loadb(rq->body, rq->body_len, 0, NULL) : NULL;
+    const char *reason = body_arg(body, "reason");
+    json_int_t minutes = json_integer_value(json_object_get(body, "minutes"));
+    int64_t expires = 0, key = 0;
+    rc = acc_glass_open(ctx->store, rq->who, v->id, reason, (int)minutes, &expires, &key, &e);
+    if (rc != ST_OK) {
+        deny(ctx, rq, rs, &e, "break-glass", "Patient", v->id, 0);
+        goto out;
+    }
+    char until[40];
+    fhir_instant_format(expires, until);
+    rc = audit_req(ctx, rq, "break-glass", "Patient", v->id, 0, v->id, 200, "ETREAT", reason, 1);
+    json_t *r = json_pack("{s:s, s:[{s:s, s:s}, {s:s, s:s}, {s:s, s:I}]}", "resourceType", "Parameters", "parameter",
+                          "name", "expires", "valueInstant", until, "name", "reason", "valueString", reason, "name",
+                          "grant", "valueInteger", (json_int_t)key);
+    json_reply(rs, 200, r);
+    json_decref(r);
+    snprintf(rs->access, sizeof rs->access, "break-glass; until=%s", until);
+out:
+    json_decref(body);
+}
+
+/* GET $break-glass[?reviewed=false]: the grants, for privacy officers. */
+static void h_glass_list(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
+    err e;
+    if (!ctx->guarded || !acc_allow(rq->who->role, AREA_AUDIT, ACC_READ | ACC_WRITE)) {
+        err_set(&e, ST_FORBIDDEN, "forbidden", NULL, "break-glass review is for privacy officers");
+        deny(ctx, rq, rs, &e, "search", "AuditEvent", NULL, 0);
+        return;
+    }
+    char reviewed[8] = "";
+    rest_query_param(rq->query, "reviewed", reviewed, sizeof reviewed);
+    json_t *list = json_array();
+    if (acc_glass_list(ctx->store, strcmp(reviewed, "false") == 0, list, &e) != ST_OK) rest_error(rs, &e);
+    else json_reply(rs, 200, list);
+    json_decref(list);
+    audit_req(ctx, rq, "search", "AuditEvent", NULL, 0, NULL, rs->status, "HOPERAT", "break-glass grants", 0);
+}
+
+/* POST $break-glass/{id}/$review {"note": "..."} */
+static void h_glass_review(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
+    err e;
+    if (!ctx->guarded || !acc_allow(rq->who->role, AREA_AUDIT, ACC_READ | ACC_WRITE)) {
+        err_set(&e, ST_FORBIDDEN, "forbidden", NULL, "break-glass review is for privacy officers");
+        deny(ctx, rq, rs, &e, "operation", "AuditEvent", v->id, 0);
+        return;
+    }
+    json_t *body = rq->body_len ? json_loadb(rq->body, rq->body_len, 0, NULL) : NULL;
+    char *end;
+    long long key = strtoll(v->id, &end, 10);
+    status rc = *end ? err_set(&e, ST_INVALID, "value", NULL, "'%s' is not a grant number", v->id)
+                     : acc_glass_review(ctx->store, key, rq->who->user, body_arg(body, "note"), &e);
+    if (rc != ST_OK) rest_error(rs, &e);
+    else {
+        json_t *r = json_pack("{s:I, s:b}", "grant", (json_int_t)key, "reviewed", 1);
+        json_reply(rs, 200, r);
+        json_decref(r);
+    }
+    audit_req(ctx, rq, "operation", "AuditEvent", v->id, 0, NULL, rs->status, "HOPERAT", "break-glass review", 1);
+    json_decref(body);
+}
+
+/* GET AuditEvent?patient=&user=&action=&outcome=&_count=&_offset= — the
+ * access log: a privacy officer sees all of it; a patient sees who
+ * accessed their own record (every patient key of their person). */
+static void h_audit_search(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
+    err e;
+    status rc = ST_OK;
+    int64_t pkeys[64];
+    int npk = 0;
+    audit_filter f = {0};
+    char patient[72] = "", user[64] = "", action[32] = "", outcome[4] = "", count[16] = "", offset[16] = "";
+    rest_query_param(rq->query, "patient", patient, sizeof patient);
+    if (!rest_query_param(rq->query, "user", user, sizeof user))
+        rest_query_param(rq->query, "agent", user, sizeof user);
+    rest_query_param(rq->query, "action", action, sizeof action);
+    rest_query_param(rq->query, "outcome", outcome, sizeof outcome);
+    rest_query_param(rq->query, "_count", count, sizeof count);
+    rest_query_param(rq->query, "_offset", offset, sizeof offset);
+    if (strncmp(patient, "Patient/", 8) == 0) memmove(patient, patient + 8, strlen(patient + 8) + 1);
+    if (!ctx->guarded) {
+        fail(rs, ST_UNSUPPORTED, "not-supported", NULL, "the access log needs access control");
+        return;
+    }
+    int officer = acc_allow(rq->who->role, AREA_AUDIT, ACC_READ | ACC_WRITE);
+    if (rq->who->role == ROLE_PATIENT) {
+        if (patient[0] && strcmp(patient, rq->who->patient) != 0)
+            rc = err_set(&e, ST_FORBIDDEN, "forbidden", "patient", "a patient may see only who accessed their own record");
+        snprintf(patient, sizeof patient, "%s", rq->who->patient);
+    } else if (!officer) {
+        rc = err_set(&e, ST_FORBIDDEN, "forbidden", NULL, "the access log is for privacy officers and for patients");
+    }
+    if (rc != ST_OK) {
+        deny(ctx, rq, rs, &e, "search", "AuditEvent", NULL, 0);
+        return;
+    }
+    if (patient[0]) {
+        int64_t pk = 0;
+        rc = store_patient_key_of(ctx->store, patient, &pk, &e);
+        if (rc == ST_OK && pk) rc = store_person_pkeys(ctx->store, pk, pkeys, 64, &npk, &e);
+        f.pkeys = pkeys;
+        f.npkeys = npk;
+    }
+    f.user = user[0] ? user : NULL;
+    f.action = action[0] ? action : NULL;
+    f.outcome = outcome[0] ? outcome : NULL;
+    f.limit = count[0] ? atoi(count) : 50;
+    f.offset = offset[0] ? atoi(offset) : 0;
+    json_t *entries = json_array();
+    int64_t total = 0;
+    if (rc == ST_OK) rc = audit_query(ctx->store, &f, entries, &total, &e);
+    if (rc != ST_OK) rest_error(rs, &e);
+    else {
+        json_t *b = json_pack("{s:s, s:s, s:I, s:[]}", "resourceType", "Bundle", "type", "searchset", "total",
+                              (json_int_t)total, "entry");
+        json_t *arr = json_object_get(b, "entry");
+        size_t i;
+        json_t *x;
+        json_array_foreach(entries, i, x) {
+            json_t *en = json_pack("{s:O, s:{s:s}}", "resource", x, "search", "mode", "match");
+            json_array_append_new(arr, en);
+        }
+        json_reply(rs, 200, b);
+        json_decref(b);
+    }
+    json_decref(entries);
+    audit_req(ctx, rq, "search", "AuditEvent", NULL, npk ? pkeys[0] : 0, patient[0] ? patient : NULL, rs->status,
+              rq->who->role == ROLE_PATIENT ? "PATRQT" : "HOPERAT", "access log", 0);
 }
 
 static void h_metadata(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
@@ -671,6 +1067,35 @@ static status run_entry(rest_ctx *ctx, const rest_request *rq, store_txn *tx, en
     char where[48];
     snprintf(where, sizeof where, "Bundle.entry[%d]", job->index);
     status rc = ST_OK;
+    if (ctx->guarded) {
+        /* each entry is checked as the same request on its own would be */
+        int64_t pkey = 0;
+        char pid[72] = "";
+        const char *m = job->method;
+        int is_write = strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0;
+        const char *action = strcmp(m, "POST") == 0 ? "create" : strcmp(m, "PUT") == 0 ? "update"
+                             : strcmp(m, "DELETE") == 0 ? "delete" : job->id[0] ? "read" : "search";
+        if (strcmp(m, "DELETE") == 0) rc = guard_role(rq->who, job->type, ACC_DELETE, e);
+        else if (!is_write) rc = guard_role(rq->who, job->type, ACC_READ, e);
+        if (rc == ST_OK && job->id[0]) {
+            store_meta cur;
+            err re;
+            status r = store_txn_read(tx, job->type, job->id, NULL, &cur, &re);
+            if (r == ST_OK || r == ST_GONE) {
+                pkey = cur.pkey;
+                rc = guard_record(ctx->store, rq->who, &cur, NULL, e);
+            }
+        }
+        if (rc == ST_OK && is_write && job->resource)
+            rc = guard_write(ctx->store, rq->who, job->resource, job->type, &pkey, pid, e);
+        if (strcmp(action, "search") != 0)
+            audit_req(ctx, rq, action, job->type, job->id[0] ? job->id : NULL, pkey, pid[0] ? pid : NULL,
+                      rc == ST_OK ? 200 : status_http(rc), NULL, rc == ST_OK ? NULL : e->msg, 0);
+        if (rc != ST_OK) {
+            if (!e->where[0]) snprintf(e->where, sizeof e->where, "%s", where);
+            return rc;
+        }
+    }
     if (strcmp(job->method, "POST") == 0) {
         if (!job->resource) return err_set(e, ST_INVALID, "required", where, "POST entry without a resource");
         rc = do_create(tx, job->resource, job->type, job->full_url || job->id[0] ? NULL : job->if_none_exist,
@@ -696,8 +1121,11 @@ static status run_entry(rest_ctx *ctx, const rest_request *rq, store_txn *tx, en
             int n = job->query ? search_split_query(&a, job->query, strlen(job->query), &kv) : 0;
             search_query q;
             store_items it = {0};
+            acc_scope sc;
             rc = search_parse(&a, job->type, kv, n, 0, &q, e);
+            if (rc == ST_OK && ctx->guarded) rc = guard_search(ctx, rq, &q, job->type, &sc, e);
             if (rc == ST_OK) rc = store_txn_search(tx, &q, &it, e);
+            audit_search(ctx, rq, job->type, &it, rc == ST_OK ? 200 : status_http(rc), rc == ST_OK ? NULL : e->msg);
             if (rc == ST_OK) {
                 rest_response tmp = {0};
                 render_searchset(&tmp, rq, &q, job->type, &it);
@@ -882,7 +1310,9 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
         json_object_clear(map);
         for (size_t i = 0; rc == ST_OK && i < n; i++) {
             entry_job *job = &jobs[i];
-            if (strcmp(job->method, "POST") != 0 || !job->resource) continue;
+            /* guarded: the entry is checked and stamped with the writer's
+             * organisation in run_entry, so it is serialised there */
+            if (strcmp(job->method, "POST") != 0 || !job->resource || ctx->guarded) continue;
             rc = prepare_create(job->resource, job->type, job->id[0] ? job->id : NULL, 1, &job->prep, &e);
             if (rc != ST_OK) {
                 char where[48];
@@ -950,7 +1380,7 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
             entry_job *job = &jobs[i];
             if (job->status >= 400) continue; /* its request was already refused */
             rc = ST_OK;
-            if (strcmp(job->method, "POST") == 0 && job->resource && !job->if_none_exist)
+            if (strcmp(job->method, "POST") == 0 && job->resource && !job->if_none_exist && !ctx->guarded)
                 rc = prepare_create(job->resource, job->type, NULL, 0, &job->prep, &job->e);
             if (rc == ST_OK) rc = store_begin(ctx->store, &tx, &job->e);
             if (rc == ST_OK) rc = run_entry(ctx, rq, tx, job, with_resource, &job->e);
@@ -1026,6 +1456,10 @@ static const struct route {
 } routes[] = {
     {"POST", {NULL}, h_bundle},
     {"GET", {"metadata"}, h_metadata},
+    {"GET", {"AuditEvent"}, h_audit_search},
+    {"GET", {"$break-glass"}, h_glass_list},
+    {"POST", {"$break-glass", "{id}", "$review"}, h_glass_review},
+    {"POST", {"Patient", "{id}", "$break-glass"}, h_break_glass},
     {"GET", {"_history"}, h_history},
     {"GET", {"{type}"}, h_search},
     {"POST", {"{type}"}, h_create},
@@ -1051,6 +1485,14 @@ static void route(rest_ctx *ctx, const rest_request *rq, rest_response *rs) {
         seg[nseg++] = p;
         while (*p && *p != '/') p++;
     }
+    if (ctx->guarded && !rq->who && !(strcmp(rq->method, "GET") == 0 && nseg == 1 && strcmp(seg[0], "metadata") == 0)) {
+        err e;
+        err_set(&e, ST_UNAUTHENTICATED, "login", NULL,
+                "sign in first: send Authorization: Bearer <token> (concord token create), or a session cookie "
+                "from POST /auth/login");
+        deny(ctx, rq, rs, &e, "operation", nseg ? seg[0] : NULL, NULL, 0);
+        return;
+    }
     int path_matched = 0;
     for (size_t x = 0; x < ctx->n_ext; x++) {
         for (size_t r = 0; r < ctx->ext[x].n; r++) {
@@ -1068,8 +1510,17 @@ static void route(rest_ctx *ctx, const rest_request *rq, rest_response *rs) {
             if (!ok) continue;
             path_matched = 1;
             if (strcmp(rt->method, rq->method) != 0) continue;
+            if (ctx->guarded && (!rt->actions || !acc_allow(rq->who->role, (acc_area)rt->area, rt->actions))) {
+                err e;
+                err_set(&e, ST_FORBIDDEN, "forbidden", NULL, "the role %s may not use this operation (%s)",
+                        acc_role_name(rq->who->role), acc_area_name((acc_area)rt->area));
+                deny(ctx, rq, rs, &e, "operation", NULL, id, 0);
+                return;
+            }
             rt->fn(ctx->ext[x].user, rq, rs, id);
             if (!rs->content_type) rs->content_type = FHIR_JSON;
+            audit_req(ctx, rq, "operation", NULL, id, 0, NULL, rs->status, NULL, NULL,
+                      strcmp(rq->method, "GET") != 0);
             return;
         }
     }

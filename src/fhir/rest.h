@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 
+#include "../access/access.h"
 #include "../base/arena.h"
 #include "../base/buf.h"
 #include "../store/store.h"
@@ -28,6 +29,7 @@ typedef struct rest_request {
     const char *if_none_exist;
     const char *prefer;
     const char *base_url;     /* absolute base, e.g. "http://127.0.0.1:8080/fhir" */
+    const acc_principal *who; /* who is asking (authenticated by the HTTP layer), or NULL */
 } rest_request;
 
 typedef struct rest_response {
@@ -39,6 +41,7 @@ typedef struct rest_response {
     char last_modified[40];   /* RFC 7231 date or empty */
     char content_location[512]; /* or empty (async operations: where to poll) */
     char progress[128];       /* X-Progress (async operations), or empty */
+    char access[160];         /* X-Concord-Access: how access was granted when not ordinary (break-glass) */
 } rest_response;
 
 /* Operations served by other modules (file import, quarantine) under the
@@ -46,10 +49,18 @@ typedef struct rest_response {
  * segment and is passed as `id`; anything else literal). Looked at before
  * the built-in routes. */
 typedef void (*rest_ext_fn)(void *user, const rest_request *rq, rest_response *rs, const char *id);
+/* Each operation declares what it needs (policy.h: an area and action
+ * bits); with access control on, a principal whose role lacks it is
+ * refused before the handler runs, and every call is written to the
+ * access log. An operation that declares nothing (actions 0) is refused
+ * to everyone. Handlers that return patient-level rows apply the
+ * principal's scope themselves (rq->who). */
 typedef struct rest_ext_route {
     const char *method;
     const char *seg[4];
     rest_ext_fn fn;
+    int area;         /* acc_area */
+    unsigned actions; /* ACC_READ ... */
 } rest_ext_route;
 
 /* One module's routes and the `user` pointer its handlers get. */
@@ -66,6 +77,11 @@ typedef struct rest_ctx {
     size_t max_body;           /* for the CapabilityStatement's description */
     rest_ext ext[REST_MAX_EXT]; /* more operations (file import, registry ...) */
     size_t n_ext;
+    /* Access control (src/access): when `guarded`, every interaction but
+     * the CapabilityStatement needs rq->who, is checked against role,
+     * relationship, sensitivity and consent, and is written to `audit`. */
+    int guarded;
+    struct audit_log *audit;
 } rest_ctx;
 
 /* Handle one request. `rs` must be zero-initialised; the caller frees

@@ -100,6 +100,9 @@ typedef struct search_query {
     int offset; /* first result */
     int total_accurate;
     search_summary summary;
+    /* Who is searching: the store adds this access scope to the query
+     * (struct store_scope, store.h); NULL = unrestricted. */
+    const struct store_scope *scope;
     /* The query as canonical text (for self/next links): params in order,
      * without _count/_offset. */
     const char *canonical;

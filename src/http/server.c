@@ -23,9 +23,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
+#include "../access/auth.h"
+#include "../access/guard.h"
 #include "../base/buf.h"
 #include "../base/log.h"
 #include "../fhir/rest.h"
+#include "../fhir/search.h"
 
 struct http_server {
     struct MHD_Daemon *d;
@@ -54,8 +59,8 @@ static void add_common_headers(struct MHD_Response *r, const char *rid) {
     MHD_add_response_header(r, "Server", "concord");
 }
 
-static enum MHD_Result send_buf(struct MHD_Connection *c, int status, const char *ctype, buf *b, const char *rid,
-                                const rest_response *rs) {
+static enum MHD_Result send_buf_ex(struct MHD_Connection *c, int status, const char *ctype, buf *b, const char *rid,
+                                   const rest_response *rs, const char *set_cookie) {
     size_t len = b->len;
     char *p = buf_take(b);
     struct MHD_Response *r = MHD_create_response_from_buffer(len, p, MHD_RESPMEM_MUST_FREE);
@@ -71,10 +76,20 @@ static enum MHD_Result send_buf(struct MHD_Connection *c, int status, const char
         if (rs->last_modified[0]) MHD_add_response_header(r, "Last-Modified", rs->last_modified);
         if (rs->content_location[0]) MHD_add_response_header(r, "Content-Location", rs->content_location);
         if (rs->progress[0]) MHD_add_response_header(r, "X-Progress", rs->progress);
+        if (rs->access[0]) MHD_add_response_header(r, "X-Concord-Access", rs->access);
     }
+    if (status == 401) MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"concord\"");
+    if (set_cookie) MHD_add_response_header(r, "Set-Cookie", set_cookie);
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+static enum MHD_Result send_buf(struct MHD_Connection *c, int status, const char *ctype, buf *b, const char *rid,
+                                const rest_response *rs) {
+    return send_buf_ex(c, status, ctype, b, rid, rs, NULL);
 }
 
 static void request_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -180,6 +195,126 @@ static enum MHD_Result qs_iter(void *cls, enum MHD_ValueKind kind, const char *k
     return MHD_YES;
 }
 
+/* ---- authentication ---------------------------------------------------- */
+
+static void client_addr(struct MHD_Connection *c, char *out, size_t n) {
+    out[0] = 0;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, out, (socklen_t)n);
+}
+
+static int is_safe_method(const char *m) { return strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0; }
+
+/* Who is asking: a Bearer token, or the session cookie (then, on anything
+ * but GET/HEAD, the X-CSRF-Token header must match the session's token).
+ * *have = 0 with ST_OK when the request carries no credentials at all. */
+static status authenticate(http_server *h, struct MHD_Connection *c, const char *method, const char *addr,
+                           acc_principal *who, int *have, err *e) {
+    *have = 0;
+    const char *authz = header(c, "Authorization");
+    if (authz) {
+        status rc = auth_bearer(h->cfg.auth, authz, addr, who, e);
+        if (rc == ST_OK) *have = 1;
+        return rc;
+    }
+    char sid[128];
+    if (!auth_cookie_value(header(c, "Cookie"), auth_cookie_name(h->cfg.auth), sid, sizeof sid)) return ST_OK;
+    status rc = auth_session(h->cfg.auth, sid, addr, who, e);
+    if (rc != ST_OK) return rc;
+    if (!is_safe_method(method) && !auth_csrf_ok(who, header(c, "X-CSRF-Token")))
+        return err_set(e, ST_FORBIDDEN, "forbidden", "X-CSRF-Token",
+                       "a request signed in with a session cookie must carry the session's X-CSRF-Token");
+    *have = 1;
+    return ST_OK;
+}
+
+/* POST /auth/login (JSON {"user","password"} or a form), POST /auth/logout,
+ * GET /auth/session: sign-in for the web app. Logged in the access log. */
+static enum MHD_Result auth_route(http_server *h, struct MHD_Connection *c, const char *url, const char *method,
+                                  request *rq, const char *addr) {
+    rest_response rs = {0};
+    err e;
+    char cookie[512] = "";
+    status rc = ST_OK;
+    acc_principal who;
+    memset(&who, 0, sizeof who);
+    json_t *out = NULL;
+    if (strcmp(url, "/auth/login") == 0 && strcmp(method, "POST") == 0) {
+        char user[128] = "", password[512] = "";
+        json_t *j = json_loadb(rq->body.p ? rq->body.p : "", rq->body.len, 0, NULL);
+        if (j) {
+            const char *u = json_string_value(json_object_get(j, "user")),
+                       *p = json_string_value(json_object_get(j, "password"));
+            if (u) snprintf(user, sizeof user, "%s", u);
+            if (p) snprintf(password, sizeof password, "%s", p);
+            json_decref(j);
+        } else if (rq->body.len) {
+            arena a = {0};
+            search_param_kv *kv = NULL;
+            int n = search_split_query(&a, rq->body.p, rq->body.len, &kv);
+            for (int i = 0; i < n; i++) {
+                if (strcmp(kv[i].name, "user") == 0) snprintf(user, sizeof user, "%s", kv[i].value);
+                if (strcmp(kv[i].name, "password") == 0) snprintf(password, sizeof password, "%s", kv[i].value);
+            }
+            arena_free(&a);
+        }
+        char sid[72];
+        rc = auth_login(h->cfg.auth, user, password, addr, &who, sid, &e);
+        sodium_memzero(password, sizeof password);
+        if (rc == ST_OK) {
+            auth_set_cookie(h->cfg.auth, sid, cookie, sizeof cookie);
+            out = json_pack("{s:s, s:s, s:s, s:s, s:s}", "user", who.user, "display", who.display, "role",
+                            acc_role_name(who.role), "organization", who.org, "csrf", who.csrf);
+        }
+        acc_principal tried = who;
+        if (rc != ST_OK) {
+            snprintf(tried.user, sizeof tried.user, "%s", user);
+            snprintf(tried.addr, sizeof tried.addr, "%s", addr);
+        }
+        guard_audit(h->cfg.audit, &tried, rc == ST_OK ? "login" : "login-failed", NULL, NULL, 0, NULL,
+                    rc == ST_OK ? 200 : status_http(rc), "HSYSADMIN", rc == ST_OK ? NULL : e.msg, method, url, NULL,
+                    1);
+    } else if (strcmp(url, "/auth/logout") == 0 && strcmp(method, "POST") == 0) {
+        int have = 0;
+        rc = authenticate(h, c, method, addr, &who, &have, &e);
+        if (rc == ST_OK && (!have || !who.session[0]))
+            rc = err_set(&e, ST_UNAUTHENTICATED, "login", NULL, "not signed in with a session");
+        char sid[128];
+        if (rc == ST_OK && auth_cookie_value(header(c, "Cookie"), auth_cookie_name(h->cfg.auth), sid, sizeof sid))
+            rc = auth_logout(h->cfg.auth, sid, &e);
+        if (rc == ST_OK) {
+            auth_set_cookie(h->cfg.auth, NULL, cookie, sizeof cookie);
+            out = json_pack("{s:b}", "signed_out", 1);
+            guard_audit(h->cfg.audit, &who, "logout", NULL, NULL, 0, NULL, 200, "HSYSADMIN", NULL, method, url,
+                        NULL, 0);
+        }
+    } else if (strcmp(url, "/auth/session") == 0 && is_safe_method(method)) {
+        int have = 0;
+        rc = authenticate(h, c, method, addr, &who, &have, &e);
+        if (rc == ST_OK && !have) rc = err_set(&e, ST_UNAUTHENTICATED, "login", NULL, "not signed in");
+        if (rc == ST_OK)
+            out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "user", who.user, "display", who.display, "role",
+                            acc_role_name(who.role), "organization", who.org, "patient", who.patient, "csrf",
+                            who.csrf);
+    } else {
+        rc = err_set(&e, ST_NOT_FOUND, "not-found", NULL, "nothing at %s %s", method, url);
+    }
+    if (rc != ST_OK) {
+        rest_error(&rs, &e);
+    } else {
+        char *text = json_dumps(out, JSON_COMPACT);
+        rs.status = 200;
+        rs.content_type = "application/json";
+        if (text) buf_puts(&rs.body, text);
+        free(text);
+    }
+    json_decref(out);
+    enum MHD_Result ret = send_buf_ex(c, rs.status, rs.content_type, &rs.body, rq->rid, &rs, cookie[0] ? cookie : NULL);
+    buf_free(&rs.body);
+    return ret;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_size, void **con_cls) {
     http_server *h = cls;
@@ -207,8 +342,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     log_set_request_id(rq->rid);
     rest_response rs = {0};
     enum MHD_Result ret;
-    if (strcmp(url, "/fhir") == 0 || strncmp(url, "/fhir/", 6) == 0) {
-        if (rq->too_large) {
+    char addr[48];
+    client_addr(c, addr, sizeof addr);
+    if (h->cfg.auth && strncmp(url, "/auth/", 6) == 0) {
+        ret = auth_route(h, c, url, method, rq, addr);
+    } else if (strcmp(url, "/fhir") == 0 || strncmp(url, "/fhir/", 6) == 0) {
+        acc_principal who;
+        int have = 0;
+        err ae;
+        status arc = ST_OK;
+        if (h->cfg.auth) arc = authenticate(h, c, method, addr, &who, &have, &ae);
+        if (arc != ST_OK) {
+            rest_error(&rs, &ae);
+            acc_principal anon;
+            memset(&anon, 0, sizeof anon);
+            snprintf(anon.user, sizeof anon.user, "anonymous");
+            snprintf(anon.addr, sizeof anon.addr, "%s", addr);
+            guard_audit(h->cfg.audit, &anon, "login-failed", NULL, NULL, 0, NULL, rs.status, NULL, ae.msg, method,
+                        url, NULL, 0);
+        } else if (rq->too_large) {
             err e;
             err_set(&e, ST_TOO_LARGE, "too-costly", NULL, "the request body is larger than the limit of %zu bytes",
                     h->cfg.max_body);
@@ -228,6 +380,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 .if_none_exist = header(c, "If-None-Exist"),
                 .prefer = header(c, "Prefer"),
                 .base_url = h->base,
+                .who = have ? &who : NULL,
             };
             rest_handle(&h->rest, &r, &rs);
             buf_free(&qs);
@@ -331,6 +484,8 @@ status http_start(store *s, const http_config *cfg, http_server **out, err *e) {
     h->rest.max_body = h->cfg.max_body;
     memcpy(h->rest.ext, cfg->ext, sizeof h->rest.ext);
     h->rest.n_ext = cfg->n_ext;
+    h->rest.guarded = cfg->auth != NULL;
+    h->rest.audit = cfg->audit;
     log_info("http: listening on %s:%d with %d worker threads", cfg->addr ? cfg->addr : "127.0.0.1", h->port, threads);
     *out = h;
     return ST_OK;

@@ -23,6 +23,13 @@ typedef struct http_config {
     const char *public_base; /* base URL to advertise, or NULL to derive */
     rest_ext ext[REST_MAX_EXT]; /* operations of other modules under /fhir */
     size_t n_ext;
+    /* Access control (src/access). With `auth` set, every request under
+     * /fhir but the CapabilityStatement must authenticate (Bearer token, or
+     * the session cookie from POST /auth/login with X-CSRF-Token on
+     * anything but GET), is authorised by the REST layer, and is written
+     * to `audit`. NULL only for in-process tests of the HTTP plumbing. */
+    struct auth *auth;
+    struct audit_log *audit;
 } http_config;
 
 status http_start(store *s, const http_config *cfg, http_server **out, err *e);

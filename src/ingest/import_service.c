@@ -23,6 +23,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "../access/policy.h"
 #include "../base/log.h"
 #include "../fhir/fhirdate.h"
 #include "import.h"
@@ -664,12 +665,12 @@ static void h_quarantine_discard(void *user, const rest_request *rq, rest_respon
 }
 
 const rest_ext_route import_service_routes[] = {
-    {"POST", {"$import"}, h_import},
-    {"GET", {"$import-poll-status", "{id}"}, h_import_status},
-    {"DELETE", {"$import-poll-status", "{id}"}, h_import_cancel},
-    {"GET", {"$quarantine"}, h_quarantine_list},
-    {"GET", {"$quarantine", "{id}"}, h_quarantine_show},
-    {"POST", {"$quarantine", "{id}", "$replay"}, h_quarantine_replay},
-    {"POST", {"$quarantine", "{id}", "$discard"}, h_quarantine_discard},
+    {"POST", {"$import"}, h_import, AREA_INGEST, ACC_WRITE},
+    {"GET", {"$import-poll-status", "{id}"}, h_import_status, AREA_INGEST, ACC_WRITE},
+    {"DELETE", {"$import-poll-status", "{id}"}, h_import_cancel, AREA_INGEST, ACC_WRITE},
+    {"GET", {"$quarantine"}, h_quarantine_list, AREA_INGEST, ACC_READ},
+    {"GET", {"$quarantine", "{id}"}, h_quarantine_show, AREA_INGEST, ACC_READ},
+    {"POST", {"$quarantine", "{id}", "$replay"}, h_quarantine_replay, AREA_INGEST, ACC_WRITE},
+    {"POST", {"$quarantine", "{id}", "$discard"}, h_quarantine_discard, AREA_INGEST, ACC_WRITE},
 };
 const size_t import_service_nroutes = sizeof import_service_routes / sizeof import_service_routes[0];

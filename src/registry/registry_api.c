@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../access/policy.h"
 #include "registry_int.h"
 
 #define MATCH_GRADE_URL "http://hl7.org/fhir/StructureDefinition/match-grade"
@@ -400,15 +401,15 @@ static void h_stats(void *user, const rest_request *rq, rest_response *rs, const
 }
 
 const rest_ext_route registry_routes[] = {
-    {"POST", {"Patient", "$match"}, h_match},
-    {"GET", {"$link-review"}, h_review_list},
-    {"GET", {"$link-review", "{id}"}, h_review_show},
-    {"POST", {"$link-review", "{id}", "$accept"}, h_review_accept},
-    {"POST", {"$link-review", "{id}", "$reject"}, h_review_reject},
-    {"POST", {"$link-merge"}, h_merge},
-    {"POST", {"$link-unmerge", "{id}"}, h_unmerge},
-    {"GET", {"$link-history"}, h_history},
-    {"GET", {"$link-person", "{id}"}, h_person},
-    {"GET", {"$link-stats"}, h_stats},
+    {"POST", {"Patient", "$match"}, h_match, AREA_DEMOGRAPHICS, ACC_WRITE},
+    {"GET", {"$link-review"}, h_review_list, AREA_REGISTRY, ACC_READ},
+    {"GET", {"$link-review", "{id}"}, h_review_show, AREA_REGISTRY, ACC_READ},
+    {"POST", {"$link-review", "{id}", "$accept"}, h_review_accept, AREA_REGISTRY, ACC_WRITE},
+    {"POST", {"$link-review", "{id}", "$reject"}, h_review_reject, AREA_REGISTRY, ACC_WRITE},
+    {"POST", {"$link-merge"}, h_merge, AREA_REGISTRY, ACC_WRITE},
+    {"POST", {"$link-unmerge", "{id}"}, h_unmerge, AREA_REGISTRY, ACC_WRITE},
+    {"GET", {"$link-history"}, h_history, AREA_REGISTRY, ACC_READ},
+    {"GET", {"$link-person", "{id}"}, h_person, AREA_REGISTRY, ACC_READ},
+    {"GET", {"$link-stats"}, h_stats, AREA_REGISTRY, ACC_READ},
 };
 const size_t registry_nroutes = sizeof registry_routes / sizeof registry_routes[0];

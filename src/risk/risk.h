@@ -157,6 +157,7 @@ typedef struct risk_worklist_query {
     int no_care_plan;        /* only people without an active care plan */
     int not_reviewed_months; /* only people not reviewed in this many months (0 = no filter) */
     int limit, offset;
+    const struct store_scope *scope; /* only patients this scope may see (NULL = all) */
 } risk_worklist_query;
 
 /* Rows sorted by probability, highest first: a JSON object {"total":..,

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../access/guard.h"
 #include "../base/log.h"
 #include "../store/store_int.h"
 #include "risk_int.h"
@@ -249,6 +250,14 @@ static void h_worklist(void *user, const rest_request *rq, rest_response *rs, co
     }
     json_t *out = NULL;
     err e;
+    acc_scope sc;
+    if (rq->who) {
+        if (acc_scope_for(svc->s, rq->who, &sc, &e) != ST_OK) {
+            rest_error(rs, &e);
+            return;
+        }
+        q.scope = &sc.sc;
+    }
     if (risk_worklist(svc->s, &q, &out, &e) != ST_OK) {
         rest_error(rs, &e);
         return;
@@ -256,11 +265,26 @@ static void h_worklist(void *user, const rest_request *rq, rest_response *rs, co
     send_json(rs, 200, out);
 }
 
+/* A person's risk is part of their record: the same check as reading it. */
+static int patient_visible(store *s, const rest_request *rq, rest_response *rs, const char *id) {
+    if (!rq->who) return 1;
+    store_meta m;
+    err e;
+    status rc = store_read(s, "Patient", id ? id : "", 0, NULL, &m, &e);
+    if (rc == ST_OK || rc == ST_GONE) rc = guard_record(s, rq->who, &m, NULL, &e);
+    if (rc == ST_NOT_FOUND) return 1; /* the handler answers */
+    if (rc != ST_OK) {
+        rest_error(rs, &e);
+        return 0;
+    }
+    return 1;
+}
+
 static void h_patient(void *user, const rest_request *rq, rest_response *rs, const char *id) {
     risk_service *svc = user;
-    (void)rq;
     json_t *out = NULL;
     err e;
+    if (!patient_visible(svc->s, rq, rs, id)) return;
     if (risk_patient_result(svc->s, id ? id : "", &out, &e) != ST_OK) {
         rest_error(rs, &e);
         return;
@@ -270,9 +294,9 @@ static void h_patient(void *user, const rest_request *rq, rest_response *rs, con
 
 static void h_rescore(void *user, const rest_request *rq, rest_response *rs, const char *id) {
     risk_service *svc = user;
-    (void)rq;
     err e;
     err_clear(&e);
+    if (!patient_visible(svc->s, rq, rs, id)) return;
     pthread_mutex_lock(&svc->lock);
     risk_model *m = svc->m;
     pthread_mutex_unlock(&svc->lock);
@@ -351,10 +375,11 @@ static void h_status(void *user, const rest_request *rq, rest_response *rs, cons
 }
 
 const rest_ext_route risk_service_routes[] = {
-    {"GET", {"$risk-worklist"}, h_worklist},
-    {"GET", {"$risk-events"}, h_events},
-    {"GET", {"$risk-status"}, h_status},
-    {"GET", {"Patient", "{id}", "$risk"}, h_patient},
-    {"POST", {"Patient", "{id}", "$risk-rescore"}, h_rescore},
+    {"GET", {"$risk-worklist"}, h_worklist, AREA_RISK, ACC_READ},
+    /* tier changes across the population: for integrations (system, admin) */
+    {"GET", {"$risk-events"}, h_events, AREA_INGEST, ACC_WRITE},
+    {"GET", {"$risk-status"}, h_status, AREA_RISK, ACC_READ},
+    {"GET", {"Patient", "{id}", "$risk"}, h_patient, AREA_RISK, ACC_READ},
+    {"POST", {"Patient", "{id}", "$risk-rescore"}, h_rescore, AREA_RISK, ACC_READ},
 };
 const size_t risk_service_nroutes = sizeof risk_service_routes / sizeof risk_service_routes[0];

@@ -49,6 +49,13 @@ static void w_bind(const db_driver *drv, db_stmt *st, const where *w) {
     }
 }
 
+static void scope_bind(const db_driver *drv, db_stmt *st, const store_binds *b, int after) {
+    for (int i = 0; i < b->n; i++) {
+        if (b->v[i].kind == 'i') drv->bind_int(st, after + 1 + i, b->v[i].i);
+        else drv->bind_text(st, after + 1 + i, b->v[i].t, -1);
+    }
+}
+
 static json_t *index_json(double score, int has_score, const char *band) {
     if (!has_score) return json_null();
     json_t *o = json_pack("{s:f}", "score", score);
@@ -85,6 +92,12 @@ status risk_worklist(store *s, const risk_worklist_query *q, json_t **out, err *
         w_num(&w, "(last_review IS NULL OR last_review < ?)",
               risk_today() - (int64_t)(q->not_reviewed_months * 30.4375 + 0.5));
     int limit = q->limit > 0 ? q->limit : 50, offset = q->offset > 0 ? q->offset : 0;
+    /* who is asking: only the patients they may see, counted and listed */
+    store_binds sb = {0};
+    if (q->scope) {
+        buf_puts(&w.sql, " AND ");
+        store_scope_pkey_sql(q->scope, "pkey", &w.sql, &sb);
+    }
 
     /* the total */
     buf_puts(&sql, "SELECT COUNT(*) FROM risk_score");
@@ -92,6 +105,7 @@ status risk_worklist(store *s, const risk_worklist_query *q, json_t **out, err *
     rc = drv->prepare(d, sql.p, 0, &st, e);
     if (rc != ST_OK) goto out;
     w_bind(drv, st, &w);
+    scope_bind(drv, st, &sb, w.nargs);
     int64_t total = 0;
     int r = drv->step(st, e);
     if (r == 1) total = drv->col_int(st, 0);
@@ -113,8 +127,9 @@ status risk_worklist(store *s, const risk_worklist_query *q, json_t **out, err *
     rc = drv->prepare(d, sql.p, 0, &st, e);
     if (rc != ST_OK) goto out;
     w_bind(drv, st, &w);
-    drv->bind_int(st, w.nargs + 1, limit);
-    drv->bind_int(st, w.nargs + 2, offset);
+    scope_bind(drv, st, &sb, w.nargs);
+    drv->bind_int(st, w.nargs + sb.n + 1, limit);
+    drv->bind_int(st, w.nargs + sb.n + 2, offset);
     json_t *rows = json_array();
     char as_of[11] = "";
     char model[64] = "";

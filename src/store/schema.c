@@ -172,6 +172,63 @@ static const char *const migrations[] = {
     "CREATE TABLE risk_run (run_key {KEY}, started BIGINT NOT NULL, finished BIGINT, as_of BIGINT NOT NULL,"
     " as_of_rule {TEXT} NOT NULL, model {TEXT} NOT NULL, tiers TEXT NOT NULL, stats TEXT);"
     "CREATE TABLE risk_deprivation (postcode {TEXT} PRIMARY KEY, decile SMALLINT NOT NULL);",
+
+    /* 7: information governance (src/access, docs/access.md).
+     * resource.org is the ODS code of the organisation that recorded the
+     * resource and resource.sens its sensitive categories (a bit set);
+     * both are set on write and read by the access predicates of every
+     * query (a consent objection leaves each organisation its own records;
+     * sensitive records need a role allowed to see them).
+     * acc_user/acc_token/acc_session/acc_throttle: who may sign in and how
+     * (password hashes argon2id; tokens and session ids stored only as
+     * BLAKE2b hashes). acc_org: Organization id -> ODS code and the
+     * organisation it is part of (practices in an MDG). acc_rel: the
+     * legitimate relationships, one row per (patient key, resource that
+     * establishes it), kept by a write hook. acc_consent: active consent
+     * objections. acc_glass: break-glass grants and their review.
+     * audit_log: the access log, a keyed hash chain in `seq` order;
+     * audit_anchor: the head of the chain as of the last flush. */
+    "ALTER TABLE resource ADD COLUMN org {TEXT} NOT NULL DEFAULT '';"
+    "ALTER TABLE resource ADD COLUMN sens INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE acc_user (user_key {KEY}, name {TEXT} NOT NULL UNIQUE, display TEXT NOT NULL,"
+    " role {TEXT} NOT NULL, org {TEXT} NOT NULL, practitioner {TEXT} NOT NULL, patient_id {TEXT} NOT NULL,"
+    " pw_hash TEXT, disabled SMALLINT NOT NULL, created BIGINT NOT NULL, updated BIGINT NOT NULL);"
+    "CREATE TABLE acc_token (token_key {KEY}, user_key BIGINT NOT NULL, hash {TEXT} NOT NULL UNIQUE,"
+    " label TEXT NOT NULL, created BIGINT NOT NULL, expires BIGINT NOT NULL, revoked BIGINT NOT NULL,"
+    " last_used BIGINT NOT NULL);"
+    "CREATE INDEX acc_token_user ON acc_token (user_key);"
+    "CREATE TABLE acc_session (hash {TEXT} PRIMARY KEY, user_key BIGINT NOT NULL, csrf {TEXT} NOT NULL,"
+    " created BIGINT NOT NULL, expires BIGINT NOT NULL, idle_expires BIGINT NOT NULL, revoked BIGINT NOT NULL,"
+    " addr {TEXT} NOT NULL);"
+    "CREATE INDEX acc_session_user ON acc_session (user_key);"
+    "CREATE TABLE acc_throttle (subject {TEXT} PRIMARY KEY, failures INTEGER NOT NULL, first BIGINT NOT NULL,"
+    " locked_until BIGINT NOT NULL);"
+    "CREATE TABLE acc_org (org_id {TEXT} PRIMARY KEY, ods {TEXT} NOT NULL, part_of {TEXT} NOT NULL);"
+    "CREATE INDEX acc_org_part_of ON acc_org (part_of);"
+    "CREATE TABLE acc_rel (pkey BIGINT NOT NULL, src_rkey BIGINT NOT NULL, kind {TEXT} NOT NULL,"
+    " org {TEXT} NOT NULL, who {TEXT} NOT NULL);"
+    "CREATE INDEX acc_rel_patient ON acc_rel (pkey, org);"
+    "CREATE INDEX acc_rel_src ON acc_rel (src_rkey);"
+    "CREATE INDEX acc_rel_org ON acc_rel (org, pkey);"
+    "CREATE INDEX acc_rel_who ON acc_rel (who, pkey);"
+    "CREATE TABLE acc_consent (pkey BIGINT NOT NULL, src_rkey BIGINT NOT NULL PRIMARY KEY, org {TEXT} NOT NULL,"
+    " since BIGINT NOT NULL);"
+    "CREATE INDEX acc_consent_patient ON acc_consent (pkey);"
+    "CREATE TABLE acc_glass (glass_key {KEY}, user_key BIGINT NOT NULL, user_name {TEXT} NOT NULL,"
+    " pkey BIGINT NOT NULL, patient_id {TEXT} NOT NULL, reason TEXT NOT NULL, granted BIGINT NOT NULL,"
+    " expires BIGINT NOT NULL, reviewed_by {TEXT}, reviewed_at BIGINT, review_note TEXT);"
+    "CREATE INDEX acc_glass_user ON acc_glass (user_key, pkey);"
+    "CREATE INDEX acc_glass_review ON acc_glass (reviewed_at, glass_key);"
+    "CREATE TABLE audit_log (seq BIGINT PRIMARY KEY, at BIGINT NOT NULL, user_name {TEXT} NOT NULL,"
+    " role {TEXT} NOT NULL, org {TEXT} NOT NULL, action {TEXT} NOT NULL, outcome {TEXT} NOT NULL,"
+    " status INTEGER NOT NULL, rtype {TEXT} NOT NULL, rid {TEXT} NOT NULL, pkey BIGINT NOT NULL,"
+    " patient_id {TEXT} NOT NULL, purpose {TEXT} NOT NULL, reason TEXT NOT NULL, source {TEXT} NOT NULL,"
+    " request TEXT NOT NULL, prev {TEXT} NOT NULL, hash {TEXT} NOT NULL);"
+    "CREATE INDEX audit_log_patient ON audit_log (pkey, seq);"
+    "CREATE INDEX audit_log_user ON audit_log (user_name, seq);"
+    "CREATE INDEX audit_log_at ON audit_log (at);"
+    "CREATE TABLE audit_anchor (id SMALLINT PRIMARY KEY, seq BIGINT NOT NULL, hash {TEXT} NOT NULL,"
+    " key_id {TEXT} NOT NULL, updated BIGINT NOT NULL);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

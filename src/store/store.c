@@ -580,10 +580,10 @@ static status run_hooks(store_txn *tx, const store_write_event *ev, err *e) {
  * is already taken (ON CONFLICT: another writer got there first, or it
  * existed), -1 on error (e filled). */
 static int insert_first_version(store_txn *tx, int64_t pkey, const char *type, const char *id, int64_t now,
-                                const char *body, int64_t *rkey, err *e) {
+                                const char *body, const store_label *lab, int64_t *rkey, err *e) {
     const db_driver *drv = tx->s->drv;
-    static const char ins[] = "INSERT INTO resource (pkey, rtype, id, version, updated, deleted, body)"
-                              " VALUES (?, ?, ?, 1, ?, 0, ?) ON CONFLICT (rtype, id) DO NOTHING RETURNING rkey";
+    static const char ins[] = "INSERT INTO resource (pkey, rtype, id, version, updated, deleted, body, org, sens)"
+                              " VALUES (?, ?, ?, 1, ?, 0, ?, ?, ?) ON CONFLICT (rtype, id) DO NOTHING RETURNING rkey";
     db_stmt *st = NULL;
     if (drv->prepare(tx->d, ins, 1, &st, e) != ST_OK) return -1;
     drv->bind_int(st, 1, pkey);
@@ -591,6 +591,8 @@ static int insert_first_version(store_txn *tx, int64_t pkey, const char *type, c
     drv->bind_text(st, 3, id, -1);
     drv->bind_int(st, 4, now);
     drv->bind_text(st, 5, body, -1);
+    drv->bind_text(st, 6, lab->org, -1);
+    drv->bind_int(st, 7, lab->sens);
     int r = drv->step(st, e);
     if (r == 1) {
         *rkey = drv->col_int(st, 0);
@@ -611,8 +613,40 @@ struct store_prep {
     char *body;
     idx_rows rows;
     const char *pid;
+    store_label lab;
     arena a;
 };
+
+/* Labels (recording organisation, sensitive categories) of a resource
+ * about to be stored: from the labeller the access module installs, or
+ * the built-in default (the ODS code in meta.tag, nothing sensitive). */
+static store_labeller labeller;
+static void *labeller_ctx;
+
+void store_set_labeller(store_labeller fn, void *ctx) {
+    labeller = fn;
+    labeller_ctx = ctx;
+}
+
+void store_label_default(const char *type, json_t *res, store_label *out) {
+    memset(out, 0, sizeof *out);
+    json_t *tags = json_object_get(json_object_get(res, "meta"), "tag");
+    size_t i;
+    json_t *t;
+    json_array_foreach(tags, i, t) {
+        const char *sys = json_string_value(json_object_get(t, "system"));
+        const char *code = json_string_value(json_object_get(t, "code"));
+        if (sys && code && strcmp(sys, STORE_ODS_SYSTEM) == 0 && strlen(code) < sizeof out->org) {
+            snprintf(out->org, sizeof out->org, "%s", code);
+            break;
+        }
+    }
+}
+
+static void label_resource(const char *type, json_t *res, store_label *out) {
+    if (labeller) labeller(labeller_ctx, type, res, out);
+    else store_label_default(type, res, out);
+}
 
 static status put_impl(store_txn *tx, json_t *res, const char *id, int64_t if_match, int create_only,
                        store_prep *prep, store_meta *out, int *created, char **body_out, err *e) {
@@ -643,7 +677,7 @@ static status put_impl(store_txn *tx, json_t *res, const char *id, int64_t if_ma
         if (prep->pid) rc = txn_patient_key(tx, prep->pid, &pkey, e);
         if (rc != ST_OK) goto out;
         int64_t rkey = 0;
-        int r = insert_first_version(tx, pkey, type, id, prep->now, prep->body, &rkey, e);
+        int r = insert_first_version(tx, pkey, type, id, prep->now, prep->body, &prep->lab, &rkey, e);
         if (r < 0) {
             rc = e ? e->code : ST_IO;
             goto out;
@@ -687,13 +721,16 @@ retry:
     int64_t now;
     idx_rows rows = {0};
     const char *pid;
+    store_label lab;
     if (prep && prep->body && version == 1) { /* the prepared create still holds */
         now = prep->now;
         body = prep->body;
         prep->body = NULL;
         rows = prep->rows;
         pid = prep->pid;
+        lab = prep->lab;
     } else {
+        label_resource(type, res, &lab);
         now = next_stamp();
         body = stamp_and_serialise(res, type, id, version, now);
         if (!body) {
@@ -714,21 +751,24 @@ retry:
         if (rc == ST_OK && !cur.deleted) rc = clear_index(tx, cur.rkey, e);
         if (rc != ST_OK) goto out;
         static const char upd[] =
-            "UPDATE resource SET pkey = ?, version = ?, updated = ?, deleted = 0, body = ? WHERE rkey = ?";
+            "UPDATE resource SET pkey = ?, version = ?, updated = ?, deleted = 0, body = ?, org = ?, sens = ?"
+            " WHERE rkey = ?";
         rc = drv->prepare(tx->d, upd, 1, &st, e);
         if (rc != ST_OK) goto out;
         drv->bind_int(st, 1, pkey);
         drv->bind_int(st, 2, version);
         drv->bind_int(st, 3, now);
         drv->bind_text(st, 4, body, -1);
-        drv->bind_int(st, 5, cur.rkey);
+        drv->bind_text(st, 5, lab.org, -1);
+        drv->bind_int(st, 6, lab.sens);
+        drv->bind_int(st, 7, cur.rkey);
         if (drv->step(st, e) < 0) rc = ST_IO;
         drv->done(st);
     } else {
         /* ON CONFLICT: another transaction created this id after we looked
          * (PostgreSQL; SQLite serialises writers). Read it again and write
          * the next version on top, or refuse if we were asked to create. */
-        int r = insert_first_version(tx, pkey, type, id, now, body, &rkey, e);
+        int r = insert_first_version(tx, pkey, type, id, now, body, &lab, &rkey, e);
         if (r < 0) rc = e ? e->code : ST_IO;
         if (r == 0) {
             free(body);
@@ -791,6 +831,7 @@ status store_prepare(json_t *res, const char *id, store_prep **out, err *e) {
     fhir_index_resource(rt->name, res, &p->rows, &p->a);
     const char *pid = fhir_index_patient_id(rt->name, res, &p->rows);
     p->pid = pid ? arena_strdup(&p->a, pid) : NULL;
+    label_resource(rt->name, res, &p->lab);
     *out = p;
     return ST_OK;
 }
@@ -847,7 +888,8 @@ static status read_on(store *s, db *d, const char *type, const char *id, int64_t
     const db_driver *drv = s->drv;
     db_stmt *st = NULL;
     status rc = ST_OK;
-    static const char cur_sql[] = "SELECT rkey, version, updated, deleted, body FROM resource WHERE rtype = ? AND id = ?";
+    static const char cur_sql[] =
+        "SELECT rkey, version, updated, deleted, body, pkey, org, sens FROM resource WHERE rtype = ? AND id = ?";
     memset(meta, 0, sizeof *meta);
     snprintf(meta->type, sizeof meta->type, "%s", type);
     snprintf(meta->id, sizeof meta->id, "%s", id);
@@ -868,6 +910,10 @@ static status read_on(store *s, db *d, const char *type, const char *id, int64_t
     meta->version = drv->col_int(st, 1);
     meta->updated_usec = drv->col_int(st, 2);
     meta->deleted = (int)drv->col_int(st, 3);
+    meta->pkey = drv->col_int(st, 5);
+    const char *org = drv->col_text(st, 6, NULL);
+    snprintf(meta->org, sizeof meta->org, "%s", org ? org : "");
+    meta->sens = (unsigned)drv->col_int(st, 7);
     if (version == 0 || version == meta->version) {
         size_t len;
         const char *b = drv->col_text(st, 4, &len);
@@ -1035,6 +1081,32 @@ status store_txn_search(store_txn *tx, const search_query *q, store_items *out, 
 }
 
 status store_everything(store *s, const char *patient_id, store_items *out, err *e) {
+    return store_everything_scoped(s, NULL, patient_id, out, e);
+}
+
+/* A prepared statement for `base` (whose rows are resources aliased r and
+ * whose first `nfixed` placeholders the caller binds) with the scope's row
+ * condition added before `tail`; the scope's values are bound here. */
+static status prepare_scoped(store *s, db *d, const store_scope *sc, const char *base, const char *tail, int nfixed,
+                             db_stmt **st, err *e) {
+    buf sql = {0};
+    store_binds b = {0};
+    buf_puts(&sql, base);
+    buf_puts(&sql, " AND ");
+    store_scope_row_sql(sc, "r", &sql, &b);
+    buf_puts(&sql, tail);
+    status rc = s->drv->prepare(d, sql.p, 0, st, e);
+    buf_free(&sql);
+    if (rc != ST_OK) return rc;
+    for (int i = 0; i < b.n; i++) {
+        if (b.v[i].kind == 'i') s->drv->bind_int(*st, nfixed + 1 + i, b.v[i].i);
+        else s->drv->bind_text(*st, nfixed + 1 + i, b.v[i].t, -1);
+    }
+    return ST_OK;
+}
+
+status store_everything_scoped(store *s, const store_scope *sc, const char *patient_id, store_items *out, err *e) {
+    if (sc && !sc->restricted) sc = NULL;
     db *d = store_db(s, e);
     if (!d) return e ? e->code : ST_IO;
     const db_driver *drv = s->drv;
@@ -1051,14 +1123,28 @@ status store_everything(store *s, const char *patient_id, store_items *out, err 
     static const char sql[] = "SELECT rtype, id, version, updated, deleted, body FROM resource"
                               " WHERE pkey = ? AND deleted = 0 AND NOT (rtype = 'Patient' AND id = ?)"
                               " ORDER BY rtype, rkey";
-    rc = drv->prepare(d, sql, 1, &st, e);
+    static const char sql_base[] = "SELECT r.rtype, r.id, r.version, r.updated, r.deleted, r.body FROM resource r"
+                                   " WHERE r.pkey = ? AND r.deleted = 0 AND NOT (r.rtype = 'Patient' AND r.id = ?)";
+    if (sc) rc = prepare_scoped(s, d, sc, sql_base, " ORDER BY r.rtype, r.rkey", 2, &st, e);
+    else rc = drv->prepare(d, sql, 1, &st, e);
     if (rc != ST_OK) goto out;
     drv->bind_int(st, 1, pkey);
     drv->bind_text(st, 2, patient_id, -1);
     rc = collect(s, st, out, 0, e);
     drv->done(st);
     if (rc != ST_OK) goto out;
-    rc = drv->prepare(d, s->everything_refs_sql, 1, &st, e);
+    if (sc) {
+        /* the compartment's resources kept under other patient keys, as
+         * everything_refs_sql finds them, within the scope */
+        const char *refs_sql = s->everything_refs_sql;
+        const char *order = strstr(refs_sql, " ORDER BY");
+        buf base = {0};
+        buf_append(&base, refs_sql, order ? (size_t)(order - refs_sql) : strlen(refs_sql));
+        rc = prepare_scoped(s, d, sc, base.p, order ? order : "", 2, &st, e);
+        buf_free(&base);
+    } else {
+        rc = drv->prepare(d, s->everything_refs_sql, 1, &st, e);
+    }
     if (rc != ST_OK) goto out;
     drv->bind_text(st, 1, patient_id, -1);
     drv->bind_int(st, 2, pkey);

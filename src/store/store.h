@@ -39,6 +39,10 @@ typedef struct store_meta {
     int64_t version;
     int64_t updated_usec; /* lastUpdated, microseconds since epoch */
     int deleted;
+    /* store_read only: what access decisions need */
+    int64_t pkey;         /* patient key, 0 outside any patient's compartment */
+    char org[16];         /* label: recording organisation (ODS) */
+    unsigned sens;        /* label: sensitive categories */
 } store_meta;
 
 /* Default database location when no --db is given. */
@@ -99,6 +103,90 @@ void store_new_id(char out[37]);
 status store_savepoint(store_txn *tx, err *e);
 status store_savepoint_release(store_txn *tx, err *e);
 void store_savepoint_rollback(store_txn *tx);
+
+/* ---- labels ----------------------------------------------------------- */
+/* Every stored resource carries two labels the access predicates read:
+ * the ODS code of the organisation that recorded it and its sensitive
+ * categories (bits, see src/access/access.h). They are computed when a
+ * version is written, by the labeller the access module installs (once,
+ * before the store is used; process-wide) or, without one, by
+ * store_label_default: the ODS code in meta.tag, nothing sensitive. */
+#define STORE_ODS_SYSTEM "https://fhir.nhs.uk/Id/ods-organization-code"
+typedef struct store_label {
+    char org[16];
+    unsigned sens;
+} store_label;
+typedef void (*store_labeller)(void *ctx, const char *type, json_t *res, store_label *out);
+void store_set_labeller(store_labeller fn, void *ctx);
+void store_label_default(const char *type, json_t *res, store_label *out);
+
+/* ---- access scope (store_scope.c) ------------------------------------- */
+/* What one user may see, as the store's queries evaluate it: searches,
+ * history and $everything add it to their WHERE clause, so a result (and
+ * its count) never includes a record the user may not see. Built by the
+ * access module (src/access/policy.c) from the principal; the store only
+ * evaluates it. A row is visible when
+ *   - it is outside every patient's compartment (pkey 0), or
+ *   - (role patient) it belongs to their own record, or
+ *   - the user has a legitimate relationship with the person (a row of
+ *     acc_rel for any of the person's patient records naming one of the
+ *     user's organisations or the user's practitioner id) or a live
+ *     break-glass grant for them,
+ *   and its sensitive categories are allowed (or it was recorded by the
+ *   user's own organisation), and the person has not objected to sharing
+ *   (or it was recorded by the user's own organisation, or break-glass).
+ * Strings are borrowed. */
+#define STORE_SCOPE_MAX_ORGS 16
+typedef struct store_scope {
+    int restricted;              /* 0: no restriction (internal jobs, the local CLI) */
+    int patient_data;            /* 0: nothing with a patient key (aggregate-only roles) */
+    const char *orgs[STORE_SCOPE_MAX_ORGS]; /* the user's organisation and those part of it */
+    int norgs;
+    const char *practitioner;    /* the user's Practitioner id, or NULL */
+    int64_t user_key;            /* whose break-glass grants count */
+    int64_t now_usec;
+    const int64_t *self_pkeys;   /* role patient: the patient keys of their own record */
+    int nself;
+    int self_only;               /* 1: role patient (only self_pkeys) */
+    unsigned sens_denied;        /* sensitive categories hidden unless recorded by an own organisation */
+} store_scope;
+
+typedef enum store_why {
+    STORE_VISIBLE = 0,
+    STORE_HIDDEN_NO_RELATIONSHIP, /* no legitimate relationship (break-glass possible) */
+    STORE_HIDDEN_CONSENT,         /* the person objected to sharing */
+    STORE_HIDDEN_SENSITIVE,       /* a sensitive category the role may not see */
+    STORE_HIDDEN_NOT_SELF,        /* role patient: someone else's record */
+    STORE_HIDDEN_NO_PATIENT_DATA, /* the role sees no patient-level data */
+} store_why;
+
+/* May `sc` see a resource with these labels (from store_read's meta)?
+ * *via_glass = 1 when only a break-glass grant makes it visible. */
+status store_scope_check(store *s, const store_scope *sc, int64_t pkey, const char *org, unsigned sens,
+                         store_why *why, int *via_glass, err *e);
+/* The patient key of a patient id (0 if it has none). */
+status store_patient_key_of(store *s, const char *patient_id, int64_t *pkey, err *e);
+/* The patient keys of every source record of the same person as `pkey`
+ * (itself included), through the registry's links. */
+status store_person_pkeys(store *s, int64_t pkey, int64_t *out, int max, int *n, err *e);
+
+/* SQL for other modules' queries over patient-keyed tables: appends a
+ * condition that `pkey_expr` is a patient the scope may see (relationship
+ * or break-glass, or self), with '?' placeholders whose values are pushed
+ * on `b` in order. */
+typedef struct store_bind {
+    char kind; /* 'i' or 't' */
+    int64_t i;
+    const char *t;
+} store_bind;
+typedef struct store_binds {
+    store_bind v[128];
+    int n;
+} store_binds;
+void store_scope_pkey_sql(const store_scope *sc, const char *pkey_expr, buf *sql, store_binds *b);
+/* The whole row condition for a resource row alias (its pkey, org, sens). */
+void store_scope_row_sql(const store_scope *sc, const char *alias, buf *sql, store_binds *b);
+
 
 /* ---- write hooks ------------------------------------------------------ */
 /* Components that keep derived data in step with the records (the patient
@@ -251,6 +339,10 @@ status store_txn_search(store_txn *tx, const search_query *q, store_items *out, 
 /* Patient/$everything: the patient, every resource in their compartment,
  * and the non-patient resources those refer to. */
 status store_everything(store *s, const char *patient_id, store_items *out, err *e);
+/* The same within an access scope (NULL = unrestricted): the caller has
+ * checked that the patient is visible; each resource is then subject to
+ * the scope's sensitivity and consent conditions. */
+status store_everything_scoped(store *s, const store_scope *sc, const char *patient_id, store_items *out, err *e);
 
 /* Counts of current (not deleted) resources per type, for the landing page. */
 typedef struct store_count {

@@ -50,6 +50,7 @@ typedef struct qb {
     arena *a;
     store *s;
     int aliases;
+    const store_scope *scope; /* applied to the searched rows and to every chained target */
 } qb;
 
 static void bind_push(qb *q, bindv v) {
@@ -64,6 +65,18 @@ static void bind_push(qb *q, bindv v) {
 static void bi(qb *q, int64_t v) { bind_push(q, (bindv){.kind = B_INT, .i = v}); }
 static void bt(qb *q, const char *t) { bind_push(q, (bindv){.kind = B_TEXT, .t = t}); }
 static void bd(qb *q, double d) { bind_push(q, (bindv){.kind = B_REAL, .d = d}); }
+
+/* " AND <the access scope's row condition on alias>" (store_scope.c) */
+static void scope_cond(qb *q, const store_scope *sc, const char *alias) {
+    if (!sc || !sc->restricted) return;
+    store_binds b = {0};
+    buf_puts(&q->sql, " AND ");
+    store_scope_row_sql(sc, alias, &q->sql, &b);
+    for (int i = 0; i < b.n; i++) {
+        if (b.v[i].kind == 'i') bi(q, b.v[i].i);
+        else bt(q, b.v[i].t);
+    }
+}
 static void sql(qb *q, const char *s) { buf_puts(&q->sql, s); }
 
 static void apply_binds(const db_driver *drv, db_stmt *st, const qb *q) {
@@ -335,6 +348,7 @@ static status clause_sql(qb *q, const char *alias, const search_clause *c, int64
                    alias, n, n, t, t, n, t, n, n, n, t);
         bi(q, param);
         bt(q, v->chain_type);
+        scope_cond(q, q->scope, t); /* a chain must not test what the user may not see */
         rc = clause_sql(q, t, v->chain, 0, e);
         sql(q, ")");
         return rc;
@@ -470,6 +484,7 @@ static status run_items(store *s, db *d, qb *q, store_items *out, int include, i
     while ((r = drv->step(st, e)) == 1) {
         store_meta m;
         store_row_meta(drv, st, &m);
+        m.pkey = drv->col_int(st, 7);
         if (include) {
             /* skip what the result already holds */
             int dup = 0;
@@ -501,7 +516,7 @@ status store_search_on(store *s, db *d, const search_query *sq, store_items *out
     const db_driver *drv = s->drv;
     status rc = ST_OK;
     arena a = {0};
-    qb q = {.a = &a, .s = s};
+    qb q = {.a = &a, .s = s, .scope = sq->scope};
     int64_t *rkeys = NULL;
     int nr = 0;
     int64_t pkey = 0;
@@ -537,6 +552,7 @@ status store_search_on(store *s, db *d, const search_query *sq, store_items *out
         sql(&q, " AND r.pkey = ?");
         bi(&q, pkey);
     }
+    scope_cond(&q, sq->scope, "r");
     for (int i = 0; i < sq->n_clauses && rc == ST_OK; i++) rc = clause_sql(&q, "r", &sq->clauses[i], pkey, e);
     if (rc != ST_OK) {
         buf_free(&where);
@@ -569,7 +585,7 @@ status store_search_on(store *s, db *d, const search_query *sq, store_items *out
     /* the page */
     q.n = where_binds;
     buf_reset(&q.sql);
-    sql(&q, "SELECT r.rtype, r.id, r.version, r.updated, r.deleted, r.body, r.rkey");
+    sql(&q, "SELECT r.rtype, r.id, r.version, r.updated, r.deleted, r.body, r.rkey, r.pkey");
     buf_append(&q.sql, where.p, where.len);
     buf_free(&where);
     order_by(&q, sq);
@@ -593,7 +609,7 @@ status store_search_on(store *s, db *d, const search_query *sq, store_items *out
         const search_include *inc = &sq->includes[i];
         qb_reset(&q);
         if (!inc->reverse) {
-            sql(&q, "SELECT DISTINCT t.rtype, t.id, t.version, t.updated, t.deleted, t.body, t.rkey FROM idx_ref x"
+            sql(&q, "SELECT DISTINCT t.rtype, t.id, t.version, t.updated, t.deleted, t.body, t.rkey, t.pkey FROM idx_ref x"
                     " JOIN resource t ON t.rtype = x.target_type AND t.id = x.target_id"
                     " WHERE x.param = ? AND t.deleted = 0 AND x.rkey IN (");
             bi(&q, store_param_id(s, inc->sp));
@@ -606,8 +622,9 @@ status store_search_on(store *s, db *d, const search_query *sq, store_items *out
                 sql(&q, " AND t.rtype = ?");
                 bt(&q, inc->target_type);
             }
+            scope_cond(&q, sq->scope, "t");
         } else {
-            sql(&q, "SELECT DISTINCT t.rtype, t.id, t.version, t.updated, t.deleted, t.body, t.rkey FROM idx_ref x"
+            sql(&q, "SELECT DISTINCT t.rtype, t.id, t.version, t.updated, t.deleted, t.body, t.rkey, t.pkey FROM idx_ref x"
                     " JOIN resource t ON t.rkey = x.rkey"
                     " WHERE x.param = ? AND x.target_type = ? AND t.deleted = 0 AND x.target_id IN (");
             bi(&q, store_param_id(s, inc->sp));
@@ -617,6 +634,7 @@ status store_search_on(store *s, db *d, const search_query *sq, store_items *out
                 bt(&q, out->v[k].meta.id);
             }
             sql(&q, ")");
+            scope_cond(&q, sq->scope, "t");
         }
         sql(&q, " ORDER BY t.rkey LIMIT 5000");
         rc = run_items(s, d, &q, out, 1, NULL, NULL, e);

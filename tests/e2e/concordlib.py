@@ -3,6 +3,13 @@ FHIR client over `requests`, plus assertions shared by the test modules.
 
 Nothing here knows how concord works inside: it speaks HTTP and reads the
 process's exit status and stderr, as an operator or a FHIR client would.
+
+Authentication: every FHIR request except GET /fhir/metadata needs
+`Authorization: Bearer <token>`. Before a server first starts on a database,
+`provision()` adds a machine principal (E2E_USER, role `system`: reads every
+record, writes as organisation E2E_ORG) with the CLI, the local
+administrator's path, and creates an API token for it; the server keeps it as
+`token` and `auth_headers`, and `Fhir(base, token)` sends it.
 """
 
 import json
@@ -20,6 +27,11 @@ import requests
 FHIR_JSON = "application/fhir+json"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+CLI_TIMEOUT = 120.0
+
+E2E_USER = "e2e-system"
+E2E_ROLE = "system"
+E2E_ORG = "E2E01"
 
 
 def uid():
@@ -37,6 +49,31 @@ class ServerError(Exception):
     pass
 
 
+def provision(binary, db, user=E2E_USER, role=E2E_ROLE, org=E2E_ORG):
+    """Add the tests' machine principal to the database with the CLI (an
+    existing one is kept) and return a new API token for it."""
+    add = subprocess.run(
+        [binary, "user", "add", user, "--role", role, "--org", org, "--no-password", "--db", db],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CLI_TIMEOUT,
+    )
+    if add.returncode != 0 and "already exists" not in add.stderr:
+        raise ServerError(f"`concord user add {user}` exited with {add.returncode}: {add.stderr.strip()}")
+    tok = subprocess.run(
+        [binary, "token", "create", "--user", user, "--db", db],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CLI_TIMEOUT,
+    )
+    token = tok.stdout.strip()
+    if tok.returncode != 0 or not token or len(token.split()) != 1:
+        raise ServerError(f"`concord token create --user {user}` exited with {tok.returncode}: "
+                          f"stdout {tok.stdout!r}, stderr {tok.stderr.strip()!r}")
+    return token
+
+
+def bearer(token):
+    """The request headers that authenticate with `token` ({} for None)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 class ConcordServer:
     """One `concord serve` process on a database, stderr captured to a file."""
 
@@ -47,6 +84,7 @@ class ConcordServer:
         self.backend = backend
         self.extra_args = list(extra_args)
         self.proc = None
+        self.token = None  # the API token of E2E_USER, made before the first start
         self.port = None
         self.mllp_port = None
         self.starts = 0
@@ -61,6 +99,10 @@ class ConcordServer:
     def base(self):
         return f"{self.root}/fhir"
 
+    @property
+    def auth_headers(self):
+        return bearer(self.token)
+
     def log_tail(self, lines=200):
         try:
             with open(self.log_path, "r", errors="replace") as f:
@@ -70,7 +112,11 @@ class ConcordServer:
         return "\n".join(text[-lines:])
 
     def start(self):
-        """Start on a free port and wait until GET /fhir/metadata answers 200."""
+        """Start on a free port and wait until GET /fhir/metadata answers 200
+        (the one FHIR request that needs no token). Before the first start,
+        provisions the tests' principal and its token (`self.token`)."""
+        if self.token is None:
+            self.token = provision(self.binary, self.db)
         last = None
         for _attempt in range(3):
             self.port = free_port()
@@ -140,10 +186,18 @@ class ConcordServer:
 class Fhir:
     """A minimal FHIR REST client bound to one base URL ([base] = .../fhir)."""
 
-    def __init__(self, base):
+    def __init__(self, base, token=None):
         self.base = base.rstrip("/")
+        self.token = token
         self.s = requests.Session()
         self.s.headers["Accept"] = FHIR_JSON
+        if token:
+            self.s.headers["Authorization"] = f"Bearer {token}"
+
+    @property
+    def auth_headers(self):
+        """The headers this client authenticates with ({} without a token)."""
+        return bearer(self.token)
 
     def close(self):
         self.s.close()

@@ -138,7 +138,7 @@ def server(backend, concord_bin, databases, tmp_path_factory):
 @pytest.fixture
 def fhir(server, request):
     request.node._concord_servers = [server]
-    client = Fhir(server.base)
+    client = Fhir(server.base, server.token)
     yield client
     client.close()
 

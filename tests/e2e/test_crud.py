@@ -417,13 +417,13 @@ def _parallel(n, fn):
 
 def test_concurrent_if_match_updates_exactly_one_wins(server):
     from concordlib import Fhir
-    setup = Fhir(server.base)
+    setup = Fhir(server.base, server.token)
     created = setup.create(patient(gender="unknown"))
     pid = created["id"]
     body = strip_meta(created)
 
     def attempt(i):
-        c = Fhir(server.base)
+        c = Fhir(server.base, server.token)
         try:
             r = c.put(f"Patient/{pid}", dict(body, name=[{"family": f"Writer{i}"}]), headers={"If-Match": 'W/"1"'})
             return r.status_code, r.json()
@@ -449,7 +449,7 @@ def test_concurrent_updates_get_distinct_versions(server):
     pid = "race-" + uid()
 
     def attempt(i):
-        c = Fhir(server.base)
+        c = Fhir(server.base, server.token)
         try:
             r = c.put(f"Patient/{pid}", patient(id=pid, name=[{"family": f"Racer{i}"}]))
             return r.status_code, r.headers.get("ETag"), r.text
@@ -466,7 +466,7 @@ def test_concurrent_updates_get_distinct_versions(server):
     ok = [e for code, e, _ in results if code in (200, 201)]
     k = len(ok)
     assert sorted(ok) == sorted(f'W/"{v}"' for v in range(1, k + 1)), ok
-    c = Fhir(server.base)
+    c = Fhir(server.base, server.token)
     h = c.get(f"Patient/{pid}/_history").json()
     assert sorted(int(e["resource"]["meta"]["versionId"]) for e in h["entry"]) == list(range(1, k + 1))
     assert c.read("Patient", pid)["meta"]["versionId"] == str(k)

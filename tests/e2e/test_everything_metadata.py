@@ -201,7 +201,7 @@ def test_metadata_head_or_accept_json(server):
 
 def test_landing_page(server_factory, capability):
     s = server_factory.start()
-    fhir = Fhir(s.base)
+    fhir = Fhir(s.base, s.token)
     try:
         for i in range(3):
             fhir.create({"resourceType": "Patient", "name": [{"family": f"Landing{i}"}]})

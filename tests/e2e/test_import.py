@@ -157,7 +157,7 @@ def test_interrupted_import_resumes_without_storing_anything_twice(server_factor
     assert killed >= 1, "the import finished before it could be interrupted: make the file bigger"
     assert "resumed after line" in r.stdout, r.stdout
     s.start()
-    fhir = Fhir(s.base)
+    fhir = Fhir(s.base, s.token)
     try:
         assert fhir.search("Patient", {"family": f"Big{tag}", "_summary": "count"})["total"] == n
         # exactly once: no resource was written a second time
@@ -251,7 +251,7 @@ def test_quarantined_line_replayed_after_the_fix(server, fhir, concord_bin, tmp_
 def poll(fhir, url, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        r = requests.get(url, timeout=10)
+        r = requests.get(url, headers=fhir.auth_headers, timeout=10)
         if r.status_code != 202:
             return r
         assert r.headers.get("X-Progress"), r.headers
@@ -264,7 +264,8 @@ def test_import_api_upload_poll_and_quarantine(server, fhir):
     body = "\n".join(json.dumps(patient(f"api-{tag}-{i}", family=f"Api{tag}")) for i in range(30))
     body += "\n{\"resourceType\": \"Patient\", \"id\": \"api-bad-%s\", \"birthDate\": \"31/02/1950\"}\n" % tag
     r = requests.post(f"{server.base}/$import?organisation=Z90002&setting=primary-care", data=body.encode(),
-                      headers={"Content-Type": "application/fhir+ndjson", "Prefer": "respond-async"}, timeout=30)
+                      headers={"Content-Type": "application/fhir+ndjson", "Prefer": "respond-async",
+                               **server.auth_headers}, timeout=30)
     assert r.status_code == 202, r.text
     status_url = r.headers["Content-Location"]
     assert "/$import-poll-status/" in status_url
@@ -276,16 +277,17 @@ def test_import_api_upload_poll_and_quarantine(server, fhir):
     assert out["error"][0]["count"] == 1
     assert fhir.search("Patient", {"family": f"Api{tag}", "_tag": f"{ODS}|Z90002", "_summary": "count"})["total"] == 30
     # the quarantined line, over the API
-    q = requests.get(f"{server.base}/$quarantine", params={"_count": "1000"}, timeout=10).json()
+    auth = server.auth_headers
+    q = requests.get(f"{server.base}/$quarantine", params={"_count": "1000"}, headers=auth, timeout=10).json()
     rec = next(x for x in q["records"] if f"api-bad-{tag}" in requests.get(
-        f"{server.base}/$quarantine/{x['id']}", timeout=10).json().get("body", ""))
-    one = requests.get(f"{server.base}/$quarantine/{rec['id']}", timeout=10).json()
+        f"{server.base}/$quarantine/{x['id']}", headers=auth, timeout=10).json().get("body", ""))
+    one = requests.get(f"{server.base}/$quarantine/{rec['id']}", headers=auth, timeout=10).json()
     assert one["channel"] == "file" and "birthDate" in one["where"] and one["source"].endswith(":31")
-    rp = requests.post(f"{server.base}/$quarantine/{rec['id']}/$replay", timeout=10)
+    rp = requests.post(f"{server.base}/$quarantine/{rec['id']}/$replay", headers=auth, timeout=10)
     assert rp.status_code == 422 and "birthDate" in rp.text, rp.text
-    dc = requests.post(f"{server.base}/$quarantine/{rec['id']}/$discard", timeout=10)
+    dc = requests.post(f"{server.base}/$quarantine/{rec['id']}/$discard", headers=auth, timeout=10)
     assert dc.status_code == 200 and dc.json()["outcome"] == "discarded"
-    again = requests.post(f"{server.base}/$quarantine/{rec['id']}/$discard", timeout=10)
+    again = requests.post(f"{server.base}/$quarantine/{rec['id']}/$discard", headers=auth, timeout=10)
     assert again.status_code == 409
 
 
@@ -298,18 +300,19 @@ def test_import_api_parameters_name_files_in_the_import_directory_only(server, f
         {"name": "inputFormat", "valueCode": "application/fhir+ndjson"},
         {"name": "input", "part": [{"name": "type", "valueCode": "Patient"},
                                    {"name": "url", "valueUri": f"file://{inside}"}]}]}
-    r = requests.post(f"{server.base}/$import", json=params, timeout=30)
+    auth = server.auth_headers
+    r = requests.post(f"{server.base}/$import", json=params, headers=auth, timeout=30)
     assert r.status_code == 202, r.text
     assert poll(fhir, r.headers["Content-Location"]).json()["output"][0]["count"] == 1
     assert fhir.read("Patient", f"par-{tag}")["id"] == f"par-{tag}"
     outside = write_ndjson(tmp_path / "outside.ndjson", [patient(f"out-{tag}")])
     for url in (outside, f"file://{outside}", "../../../../etc/passwd", f"{server.import_dir}/../outside.ndjson"):
         params["parameter"][1]["part"][1]["valueUri"] = url
-        bad = requests.post(f"{server.base}/$import", json=params, timeout=30)
+        bad = requests.post(f"{server.base}/$import", json=params, headers=auth, timeout=30)
         assert bad.status_code == 400 and "import directory" in bad.text, (url, bad.status_code, bad.text)
-    assert requests.post(f"{server.base}/$import", data=b"nonsense", timeout=10).status_code == 400
-    assert requests.get(f"{server.base}/$import-poll-status/999999", timeout=10).status_code == 404
-    assert requests.get(f"{server.base}/$import-poll-status/abc", timeout=10).status_code == 404
+    assert requests.post(f"{server.base}/$import", data=b"nonsense", headers=auth, timeout=10).status_code == 400
+    assert requests.get(f"{server.base}/$import-poll-status/999999", headers=auth, timeout=10).status_code == 404
+    assert requests.get(f"{server.base}/$import-poll-status/abc", headers=auth, timeout=10).status_code == 404
 
 
 # ---- CSV extracts ----------------------------------------------------------
@@ -368,11 +371,11 @@ def test_csv_upload_over_the_api_needs_a_known_mapping(server, fhir, synth_feeds
     path = sorted((synth_feeds / "community").glob("ZC2.csv"))[0]
     # (not byte for byte the file the test above imported, which would be skipped as done)
     r = requests.post(f"{server.base}/$import?mapping=community-ZC2", data=path.read_bytes() + b"\n",
-                      headers={"Content-Type": "text/csv"}, timeout=30)
+                      headers={"Content-Type": "text/csv", **server.auth_headers}, timeout=30)
     assert r.status_code == 202, r.text
     out = poll(fhir, r.headers["Content-Location"]).json()
     assert out["status"] == "done" and out["output"][0]["type"] == "csv" and out["output"][0]["count"] > 0
     for q in ("mapping=../../etc/passwd", "mapping=no-such-provider", ""):
-        bad = requests.post(f"{server.base}/$import?{q}", data=b"a,b\n1,2\n", headers={"Content-Type": "text/csv"},
-                            timeout=30)
+        bad = requests.post(f"{server.base}/$import?{q}", data=b"a,b\n1,2\n",
+                            headers={"Content-Type": "text/csv", **server.auth_headers}, timeout=30)
         assert bad.status_code == 400, (q, bad.text)

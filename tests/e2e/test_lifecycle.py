@@ -26,19 +26,19 @@ def _count(fhir, system):
 
 def test_kill9_right_after_201_loses_nothing(server_factory):
     s = server_factory.start()
-    fhir = Fhir(s.base)
+    fhir = Fhir(s.base, s.token)
     created = fhir.create({"resourceType": "Patient", "name": [{"family": "Durable"}], "birthDate": "1950-01-01"})
     s.kill()  # kill -9, immediately after the 201
     fhir.close()
     s.restart()
-    fhir = Fhir(s.base)
+    fhir = Fhir(s.base, s.token)
     assert fhir.read("Patient", created["id"]) == created
     fhir.close()
 
 
 def test_kill9_keeps_updates_deletes_and_transactions(server_factory):
     s = server_factory.start()
-    fhir = Fhir(s.base)
+    fhir = Fhir(s.base, s.token)
     sys_ = f"urn:concord-e2e:durable:{uid()}"
     p = fhir.create({"resourceType": "Patient", "gender": "male"})
     body = {k: v for k, v in p.items() if k != "meta"}
@@ -54,7 +54,7 @@ def test_kill9_keeps_updates_deletes_and_transactions(server_factory):
     s.kill()
     fhir.close()
     s.restart()
-    fhir = Fhir(s.base)
+    fhir = Fhir(s.base, s.token)
     cur = fhir.read("Patient", p["id"])
     assert cur["gender"] == "female" and cur["meta"]["versionId"] == "2"
     assert fhir.get(f"Patient/{gone['id']}").status_code == 410
@@ -74,7 +74,7 @@ def test_kill9_under_concurrent_writes_loses_no_acknowledged_write(server_factor
             res = {"resourceType": "Patient", "identifier": [{"system": sys_, "value": f"{n}-{i}"}]}
             try:
                 r = sess.post(f"{s.base}/Patient", data=json.dumps(res),
-                              headers={"Content-Type": "application/fhir+json"}, timeout=10)
+                              headers={"Content-Type": "application/fhir+json", **s.auth_headers}, timeout=10)
             except requests.RequestException:
                 return
             if r.status_code == 201:
@@ -92,7 +92,7 @@ def test_kill9_under_concurrent_writes_loses_no_acknowledged_write(server_factor
         t.join(timeout=15)
     assert len(acked) > 10, "the writers did not get going"
     s.restart()
-    fhir = Fhir(s.base)
+    fhir = Fhir(s.base, s.token)
     missing = [a["id"] for a in acked if fhir.get(f"Patient/{a['id']}").status_code != 200]
     assert not missing, f"{len(missing)} of {len(acked)} acknowledged creates lost after kill -9"
     # and nothing half-written: every stored one reads back whole
@@ -135,7 +135,7 @@ def _check_after_restart(s, system, n, response):
     """The transaction either completed (200, all n stored) or was refused
     cleanly (nothing stored)."""
     s.restart()
-    fhir = Fhir(s.base)
+    fhir = Fhir(s.base, s.token)
     try:
         stored = _count(fhir, system)
     finally:
@@ -158,7 +158,8 @@ def test_sigterm_during_large_transaction_completes_it(server_factory):
         u = urlsplit(s.base)
         conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
         try:
-            conn.request("POST", u.path, body=body, headers={"Content-Type": "application/fhir+json"})
+            conn.request("POST", u.path, body=body,
+                         headers={"Content-Type": "application/fhir+json", **s.auth_headers})
             result["sent"] = time.monotonic()
             resp = conn.getresponse()
             data = resp.read()
@@ -178,7 +179,7 @@ def test_sigterm_during_large_transaction_completes_it(server_factory):
     rc = s.wait(timeout=60)
     assert rc == 0, f"exit status {rc} after SIGTERM with a transaction in flight"
     s.restart()
-    fhir = Fhir(s.base)
+    fhir = Fhir(s.base, s.token)
     try:
         stored = _count(fhir, system)
     finally:
@@ -205,6 +206,8 @@ def test_sigterm_during_slow_upload(server_factory):
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
     conn.putrequest("POST", u.path)
     conn.putheader("Content-Type", "application/fhir+json")
+    for name, value in s.auth_headers.items():
+        conn.putheader(name, value)
     conn.putheader("Content-Length", str(len(body)))
     conn.endheaders()
     half = len(body) // 2
@@ -247,7 +250,7 @@ def _patient_of_size(system, value, size):
 
 def test_oversized_body_is_413(server_factory):
     s = server_factory.start(extra_args=["--max-body", "4096"])
-    fhir = Fhir(s.base)
+    fhir = Fhir(s.base, s.token)
     system = f"urn:concord-e2e:max:{uid()}"
     try:
         r = fhir.post("Patient", _patient_of_size(system, "big", 5000))

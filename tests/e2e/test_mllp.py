@@ -229,7 +229,7 @@ def test_kill9_while_streaming_loses_no_acknowledged_message(server_factory):
         [t.join() for t in threads]
         stop.clear()
         s.restart()
-    fhir = Fhir(s.base)
+    fhir = Fhir(s.base, s.token)
     try:
         assert len(acked) > 20, "the senders should have had messages acknowledged"
         for control, visit in acked:

@@ -32,7 +32,7 @@ def uid():
 def reg(server_factory, request):
     """A fresh server of the backend, and a FHIR client for it."""
     s = server_factory.start()
-    client = Fhir(s.base)
+    client = Fhir(s.base, s.token)
     yield s, client
     client.close()
 

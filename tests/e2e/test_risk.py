@@ -42,7 +42,7 @@ def stratified(server_factory, concord_bin, tmp_path):
     out = json.loads(run(concord_bin, "risk", "run", "--db", db, "--as-of", AS_OF, "--json"))
     out["demo_model"] = demo_model
     server = server_factory.start(db=db)
-    fhir = Fhir(server.base)
+    fhir = Fhir(server.base, server.token)
     yield {"db": db, "server": server, "fhir": fhir, "report": report, "run": out}
     fhir.close()
 

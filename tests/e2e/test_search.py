@@ -25,7 +25,7 @@ UCUM = "http://unitsofmeasure.org"
 @pytest.fixture(scope="module")
 def ds(server):
     """The search dataset (created once per backend)."""
-    fhir = Fhir(server.base)
+    fhir = Fhir(server.base, server.token)
     T = uid()
     S = f"urn:concord-e2e:search:{T}"
     d = SimpleNamespace(T=T, S=S, CD=f"d-{T}", CQ=f"q-{T}", nosys=f"nosys-{T}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from concordlib import ConcordServer, free_port
+from concordlib import ConcordServer, bearer, free_port, provision
 
 
 def run(concord_bin, *args, timeout=300):
@@ -78,26 +78,27 @@ def test_demo_loads_the_integrated_record(concord_bin, tmp_path):
     srv = ConcordServer(concord_bin, db, tmp_path)
     srv.start()
     try:
-        base = srv.base
-        p = requests.get(f"{base}/Patient/p0000001", timeout=10)
+        base, auth = srv.base, srv.auth_headers
+        p = requests.get(f"{base}/Patient/p0000001", headers=auth, timeout=10)
         assert p.status_code == 200
         patient = p.json()
         assert patient["identifier"][0] == {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"}
         found = requests.get(f"{base}/Patient", params={"identifier": "https://fhir.nhs.uk/Id/nhs-number|9990000018"},
-                             timeout=10).json()
+                             headers=auth, timeout=10).json()
         assert [e["resource"]["id"] for e in found.get("entry", [])] == ["p0000001"]
         # across the population: every care setting is present, tagged
         settings = set()
         for rtype in ["Encounter", "EpisodeOfCare"]:
-            bundle = requests.get(f"{base}/{rtype}", params={"_count": "500"}, timeout=30).json()
+            bundle = requests.get(f"{base}/{rtype}", params={"_count": "500"}, headers=auth, timeout=30).json()
             for e in bundle.get("entry", []):
                 for tag in e["resource"]["meta"]["tag"]:
                     if tag["system"] == "https://concord.example/CodeSystem/care-setting":
                         settings.add(tag["code"])
         assert {"primary-care", "acute"} <= settings
-        admissions = requests.get(f"{base}/Encounter", params={"class": "IMP", "_count": "5"}, timeout=10).json()
+        admissions = requests.get(f"{base}/Encounter", params={"class": "IMP", "_count": "5"}, headers=auth,
+                                  timeout=10).json()
         assert admissions.get("entry"), "no inpatient admissions in 150 people over 5 years"
-        org = requests.get(f"{base}/Organization/org-Z90001", timeout=10)
+        org = requests.get(f"{base}/Organization/org-Z90001", headers=auth, timeout=10)
         assert org.status_code == 200
     finally:
         srv.stop()
@@ -120,10 +121,12 @@ def test_demo_serves_and_its_banner_urls_answer(concord_bin, tmp_path):
         assert "Stop with Ctrl-C" in banner, banner
         urls = re.findall(r"(http://\S+)", banner)
         assert any("p0000001" in u for u in urls)
+        # the API needs a token: the tests' principal gets one on the demo's database (the CLI beside the server)
+        auth = bearer(provision(concord_bin, db))
         for u in urls:
             if u.endswith("/fhir"):
                 continue  # the API base: a prefix, not a resource
-            r = requests.get(u, timeout=10)
+            r = requests.get(u, headers=auth if "/fhir/" in u else {}, timeout=10)
             assert r.status_code == 200, (u, r.status_code)
     finally:
         proc.send_signal(signal.SIGTERM)

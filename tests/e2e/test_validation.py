@@ -288,7 +288,7 @@ def test_post_search_with_wrong_content_type(fhir):
 ])
 def test_unknown_route_is_404_operation_outcome_json(server, path):
     import requests
-    r = requests.get(f"{server.root}/{path}", timeout=10)
+    r = requests.get(f"{server.root}/{path}", headers=server.auth_headers, timeout=10)
     outcome(r, 404)
     assert "<html" not in r.text.lower()
 
@@ -355,7 +355,8 @@ def test_long_search_url_is_served(fhir):
 def test_oversized_request_head_gets_operation_outcome_not_html(server, where):
     import requests
     if where == "url":
-        r = requests.get(f"{server.base}/Patient?_id=" + ",".join(uid() for _ in range(3000)), timeout=30)
+        r = requests.get(f"{server.base}/Patient?_id=" + ",".join(uid() for _ in range(3000)),
+                         headers=server.auth_headers, timeout=30)
         assert r.status_code in (200, 414), r.status_code
         if r.status_code == 200:
             return

@@ -1,0 +1,253 @@
+/*
+ * store_scope.c — the access scope (store.h, "access scope") as SQL.
+ *
+ * The store does not decide policy; it evaluates the scope the access
+ * module built. The conditions, for a patient key X:
+ *   SAME(X)  the patient keys of every source record linked to the same
+ *            person as X in the registry (reg_source by person_key; patient
+ *            ids mapped through patient_key). X itself is always included
+ *            (unlinked records, registry off).
+ *   REL(X)   a legitimate relationship: a row of acc_rel for X or SAME(X)
+ *            naming one of the scope's organisations or its practitioner.
+ *   GLASS(X) a live break-glass grant of the user for X or SAME(X).
+ *   OBJ(X)   an active consent objection on X or SAME(X).
+ * and for a resource row r (pkey, org, sens):
+ *   OWN(r)   r.org is one of the scope's organisations.
+ *   SENS(r)  (r.sens & sens_denied) = 0.
+ * Row visible = r.pkey = 0 OR ((REL OR GLASS) AND (SENS OR OWN)
+ *                              AND (NOT OBJ OR OWN OR GLASS)).
+ * Values are always bound ('?'), never pasted into the text.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "store_int.h"
+
+static void bind_i(store_binds *b, int64_t v) {
+    if (b->n < (int)(sizeof b->v / sizeof b->v[0])) b->v[b->n++] = (store_bind){.kind = 'i', .i = v};
+}
+static void bind_t(store_binds *b, const char *t) {
+    if (b->n < (int)(sizeof b->v / sizeof b->v[0])) b->v[b->n++] = (store_bind){.kind = 't', .t = t ? t : ""};
+}
+
+/* "(X = pk OR pk IN SAME(X))" for the column `col` against expression X */
+static void same_person(buf *sql, store_binds *b, const char *col, const char *x, int x_is_bind, int64_t xv) {
+    buf_printf(sql, "(%s = ", col);
+    if (x_is_bind) {
+        buf_puts(sql, "?");
+        bind_i(b, xv);
+    } else {
+        buf_puts(sql, x);
+    }
+    buf_printf(sql, " OR %s IN (SELECT pk2.pkey FROM patient_key pk1"
+                    " JOIN reg_source s1 ON s1.patient_id = pk1.patient_id"
+                    " JOIN reg_source s2 ON s2.person_key = s1.person_key"
+                    " JOIN patient_key pk2 ON pk2.patient_id = s2.patient_id WHERE pk1.pkey = ",
+               col);
+    if (x_is_bind) {
+        buf_puts(sql, "?");
+        bind_i(b, xv);
+    } else {
+        buf_puts(sql, x);
+    }
+    buf_puts(sql, "))");
+}
+
+static void in_orgs(const store_scope *sc, buf *sql, store_binds *b, const char *col) {
+    if (sc->norgs == 0) {
+        buf_puts(sql, "1 = 0");
+        return;
+    }
+    buf_printf(sql, "%s IN (", col);
+    for (int i = 0; i < sc->norgs; i++) {
+        buf_puts(sql, i ? ", ?" : "?");
+        bind_t(b, sc->orgs[i]);
+    }
+    buf_puts(sql, ")");
+}
+
+static void rel(const store_scope *sc, buf *sql, store_binds *b, const char *x, int x_is_bind, int64_t xv) {
+    buf_puts(sql, "EXISTS (SELECT 1 FROM acc_rel a WHERE ");
+    same_person(sql, b, "a.pkey", x, x_is_bind, xv);
+    buf_puts(sql, " AND (");
+    in_orgs(sc, sql, b, "a.org");
+    if (sc->practitioner && sc->practitioner[0]) {
+        buf_puts(sql, " OR a.who = ?");
+        bind_t(b, sc->practitioner);
+    }
+    buf_puts(sql, "))");
+}
+
+static void glass(const store_scope *sc, buf *sql, store_binds *b, const char *x, int x_is_bind, int64_t xv) {
+    buf_puts(sql, "EXISTS (SELECT 1 FROM acc_glass g WHERE g.user_key = ? AND g.expires > ? AND ");
+    bind_i(b, sc->user_key);
+    bind_i(b, sc->now_usec);
+    same_person(sql, b, "g.pkey", x, x_is_bind, xv);
+    buf_puts(sql, ")");
+}
+
+static void objection(buf *sql, store_binds *b, const char *x, int x_is_bind, int64_t xv) {
+    buf_puts(sql, "EXISTS (SELECT 1 FROM acc_consent c WHERE ");
+    same_person(sql, b, "c.pkey", x, x_is_bind, xv);
+    buf_puts(sql, ")");
+}
+
+static void self_list(const store_scope *sc, buf *sql, store_binds *b, const char *x) {
+    if (sc->nself == 0) {
+        buf_puts(sql, "1 = 0");
+        return;
+    }
+    buf_printf(sql, "%s IN (", x);
+    for (int i = 0; i < sc->nself; i++) {
+        buf_puts(sql, i ? ", ?" : "?");
+        bind_i(b, sc->self_pkeys[i]);
+    }
+    buf_puts(sql, ")");
+}
+
+void store_scope_pkey_sql(const store_scope *sc, const char *pkey_expr, buf *sql, store_binds *b) {
+    if (!sc || !sc->restricted) {
+        buf_puts(sql, "1 = 1");
+        return;
+    }
+    if (!sc->patient_data) {
+        buf_puts(sql, "1 = 0");
+        return;
+    }
+    if (sc->self_only) {
+        self_list(sc, sql, b, pkey_expr);
+        return;
+    }
+    buf_puts(sql, "(");
+    rel(sc, sql, b, pkey_expr, 0, 0);
+    buf_puts(sql, " OR ");
+    glass(sc, sql, b, pkey_expr, 0, 0);
+    buf_puts(sql, ")");
+}
+
+void store_scope_row_sql(const store_scope *sc, const char *alias, buf *sql, store_binds *b) {
+    if (!sc || !sc->restricted) {
+        buf_puts(sql, "1 = 1");
+        return;
+    }
+    char pk[80], org[80];
+    snprintf(pk, sizeof pk, "%s.pkey", alias);
+    snprintf(org, sizeof org, "%s.org", alias);
+    if (!sc->patient_data) {
+        buf_printf(sql, "%s = 0", pk);
+        return;
+    }
+    buf_printf(sql, "(%s = 0 OR (", pk);
+    if (sc->self_only) {
+        self_list(sc, sql, b, pk);
+        buf_printf(sql, " AND (%s.sens & ?) = 0))", alias);
+        bind_i(b, (int64_t)sc->sens_denied);
+        return;
+    }
+    buf_puts(sql, "(");
+    rel(sc, sql, b, pk, 0, 0);
+    buf_puts(sql, " OR ");
+    glass(sc, sql, b, pk, 0, 0);
+    buf_printf(sql, ") AND ((%s.sens & ?) = 0 OR ", alias);
+    bind_i(b, (int64_t)sc->sens_denied);
+    in_orgs(sc, sql, b, org);
+    buf_puts(sql, ") AND (NOT ");
+    objection(sql, b, pk, 0, 0);
+    buf_puts(sql, " OR ");
+    in_orgs(sc, sql, b, org);
+    buf_puts(sql, " OR ");
+    glass(sc, sql, b, pk, 0, 0);
+    buf_puts(sql, ")))");
+}
+
+static void apply(const db_driver *drv, db_stmt *st, const store_binds *b, int first) {
+    for (int i = 0; i < b->n; i++) {
+        if (b->v[i].kind == 'i') drv->bind_int(st, first + i, b->v[i].i);
+        else drv->bind_text(st, first + i, b->v[i].t, -1);
+    }
+}
+
+status store_scope_check(store *s, const store_scope *sc, int64_t pkey, const char *org, unsigned sens,
+                         store_why *why, int *via_glass, err *e) {
+    status rc = ST_OK;
+    buf sql = {0};
+    store_binds b = {0};
+    db_stmt *st = NULL;
+    *why = STORE_VISIBLE;
+    if (via_glass) *via_glass = 0;
+    if (!sc || !sc->restricted || pkey == 0) goto out;
+    if (!sc->patient_data) {
+        *why = STORE_HIDDEN_NO_PATIENT_DATA;
+        goto out;
+    }
+    if (sc->self_only) {
+        int mine = 0;
+        for (int i = 0; i < sc->nself; i++) mine |= sc->self_pkeys[i] == pkey;
+        if (!mine) *why = STORE_HIDDEN_NOT_SELF;
+        else if (sens & sc->sens_denied) *why = STORE_HIDDEN_SENSITIVE;
+        goto out;
+    }
+    int own = 0;
+    for (int i = 0; i < sc->norgs && org; i++) own |= strcmp(sc->orgs[i], org) == 0;
+    db *d = store_db(s, e);
+    if (!d) {
+        rc = e ? e->code : ST_IO;
+        goto out;
+    }
+    buf_puts(&sql, "SELECT CASE WHEN ");
+    rel(sc, &sql, &b, NULL, 1, pkey);
+    buf_puts(&sql, " THEN 1 ELSE 0 END, CASE WHEN ");
+    glass(sc, &sql, &b, NULL, 1, pkey);
+    buf_puts(&sql, " THEN 1 ELSE 0 END, CASE WHEN ");
+    objection(&sql, &b, NULL, 1, pkey);
+    buf_puts(&sql, " THEN 1 ELSE 0 END");
+    rc = s->drv->prepare(d, sql.p, 0, &st, e);
+    if (rc != ST_OK) goto out;
+    apply(s->drv, st, &b, 1);
+    int r = s->drv->step(st, e);
+    if (r < 0) {
+        rc = ST_IO;
+        goto out;
+    }
+    int has_rel = r == 1 && s->drv->col_int(st, 0);
+    int has_glass = r == 1 && s->drv->col_int(st, 1);
+    int objected = r == 1 && s->drv->col_int(st, 2);
+    if (!has_rel && !has_glass) *why = STORE_HIDDEN_NO_RELATIONSHIP;
+    else if ((sens & sc->sens_denied) && !own) *why = STORE_HIDDEN_SENSITIVE;
+    else if (objected && !own && !has_glass) *why = STORE_HIDDEN_CONSENT;
+    else if (via_glass && !has_rel) *via_glass = 1;
+out:
+    if (st) s->drv->done(st);
+    buf_free(&sql);
+    return rc;
+}
+
+status store_person_pkeys(store *s, int64_t pkey, int64_t *out, int max, int *n, err *e) {
+    *n = 0;
+    if (max <= 0) return ST_OK;
+    out[(*n)++] = pkey;
+    db *d = store_db(s, e);
+    if (!d) return e ? e->code : ST_IO;
+    static const char sql[] = "SELECT pk2.pkey FROM patient_key pk1"
+                              " JOIN reg_source s1 ON s1.patient_id = pk1.patient_id"
+                              " JOIN reg_source s2 ON s2.person_key = s1.person_key"
+                              " JOIN patient_key pk2 ON pk2.patient_id = s2.patient_id"
+                              " WHERE pk1.pkey = ? AND pk2.pkey <> ? ORDER BY pk2.pkey";
+    db_stmt *st = NULL;
+    status rc = s->drv->prepare(d, sql, 1, &st, e);
+    if (rc != ST_OK) return rc;
+    s->drv->bind_int(st, 1, pkey);
+    s->drv->bind_int(st, 2, pkey);
+    int r;
+    while ((r = s->drv->step(st, e)) == 1)
+        if (*n < max) out[(*n)++] = s->drv->col_int(st, 0);
+    s->drv->done(st);
+    return r < 0 ? ST_IO : ST_OK;
+}
+
+status store_patient_key_of(store *s, const char *patient_id, int64_t *pkey, err *e) {
+    *pkey = 0;
+    db *d = store_db(s, e);
+    if (!d) return e ? e->code : ST_IO;
+    return store_patient_key(s, d, patient_id, 0, pkey, e);
+}
