@@ -446,6 +446,8 @@ struct audit_log {
     int window_open; /* a flush_ms window is running for events not yet taken */
     struct timespec deadline;
     err last_err;
+    int64_t head_seq; /* the chain's head after the last commit (writer), for the server log */
+    char head_hash[HASH_HEX + 1];
 };
 
 static void ts_add_ms(struct timespec *t, long ms) {
@@ -546,7 +548,8 @@ static void mismatch_event(const anchor *an, int64_t last_seq, const char *last_
 
 /* One batch: ring[head .. head+n) in one transaction, after the anchor
  * check; the anchor moves to the new head. */
-static status write_batch_once(audit_log *a, size_t head, size_t n, err *e) {
+static status write_batch_once(audit_log *a, size_t head, size_t n, int64_t *head_seq, char head_hash[HASH_HEX + 1],
+                               err *e) {
     const db_driver *drv = a->s->drv;
     store_txn *tx = NULL;
     anchor an;
@@ -592,16 +595,21 @@ static status write_batch_once(audit_log *a, size_t head, size_t n, err *e) {
     if (rc != ST_OK) goto out;
     rc = store_commit(tx, e);
     tx = NULL;
+    if (rc == ST_OK) {
+        *head_seq = seq;
+        memcpy(head_hash, prev, HASH_HEX + 1);
+    }
 out:
     if (tx) store_rollback(tx);
     return rc;
 }
 
-static status write_batch(audit_log *a, size_t head, size_t n, err *e) {
+static status write_batch(audit_log *a, size_t head, size_t n, int64_t *head_seq, char head_hash[HASH_HEX + 1],
+                          err *e) {
     status rc;
     int attempt = 0;
     do { /* ST_CONFLICT: another writer took the same seq first; start again from its head */
-        rc = write_batch_once(a, head, n, e);
+        rc = write_batch_once(a, head, n, head_seq, head_hash, e);
     } while (rc == ST_CONFLICT && ++attempt < CONFLICT_RETRIES);
     return rc;
 }
@@ -629,7 +637,7 @@ static void *writer_main(void *arg) {
         pthread_mutex_unlock(&a->mu);
         err e;
         err_clear(&e);
-        status rc = write_batch(a, head, n, &e);
+        status rc = write_batch(a, head, n, &a->head_seq, a->head_hash, &e);
         pthread_mutex_lock(&a->mu);
         if (rc == ST_OK) {
             for (size_t i = 0; i < n; i++) {
@@ -690,6 +698,9 @@ static status check_log(audit_log *a, err *e) {
     }
     if (!an.found) rc = insert_anchor(drv, tx->d, a->key_id, e);
     if (rc != ST_OK) goto out;
+    a->head_seq = last;
+    memcpy(a->head_hash, last_hash, sizeof last_hash);
+    log_info("audit: access log head %lld:%s", (long long)last, last_hash);
     if ((!an.found && last > 0) || (an.found && (an.seq != last || strcmp(an.hash, last_hash) != 0)))
         log_warn("audit: the access log's anchor (seq %lld) does not name its last row (seq %lld): rows may have "
                  "been removed; appending continues from the last row and records this",
@@ -802,6 +813,9 @@ void audit_close(audit_log *a) {
         pthread_cond_signal(&a->work);
         pthread_mutex_unlock(&a->mu);
         pthread_join(a->thread, NULL);
+        /* the head in the server log: a witness kept outside the database
+         * (concord audit verify --expect SEQ:HASH) */
+        log_info("audit: access log closed at head %lld:%s", (long long)a->head_seq, a->head_hash);
     }
     /* what could not be written goes to the server log rather than nowhere */
     for (size_t i = 0; a->ring && i < a->count; i++) {

@@ -53,11 +53,11 @@
 #include "../store/store_int.h"
 #include "auth.h"
 
-#define CACHE_SLOTS        1024 /* direct-mapped by the token hash */
-#define TOUCH_EVERY_SEC    60   /* last_used / idle_expires written at most this often */
-#define HOUSEKEEP_EVERY    3600 /* old sessions and throttle rows removed at most hourly */
-#define HASH_WAIT_SEC      10   /* longest wait for a password-hashing turn */
-#define HEX_HASH_LEN       64
+#define CACHE_SLOTS     1024 /* direct-mapped by the token hash */
+#define TOUCH_EVERY_SEC 60   /* last_used / idle_expires written at most this often */
+#define HOUSEKEEP_EVERY 3600 /* old sessions and throttle rows removed at most hourly */
+#define HASH_WAIT_SEC   10   /* longest wait for a password-hashing turn */
+#define HEX_HASH_LEN    64
 
 /* ---- process-wide state ---------------------------------------------------- */
 
@@ -76,15 +76,20 @@ static void init_process(void) {
 
 static status auth_init(err *e) {
     pthread_once(&init_once, init_process);
-    return sodium_ready ? ST_OK : err_set(e, ST_INTERNAL, "exception", NULL, "libsodium failed to initialise");
+    return sodium_ready ? ST_OK
+                        : err_set(e, ST_INTERNAL, "exception", NULL, "libsodium failed to initialise");
 }
 
-static void cache_invalidate_all(void) { atomic_fetch_add(&cache_gen, 1); }
+static void cache_invalidate_all(void) {
+    atomic_fetch_add(&cache_gen, 1);
+}
 
 static unsigned long long pw_ops(void) {
     return pwhash_fast ? crypto_pwhash_OPSLIMIT_MIN : crypto_pwhash_OPSLIMIT_INTERACTIVE;
 }
-static size_t pw_mem(void) { return pwhash_fast ? crypto_pwhash_MEMLIMIT_MIN : crypto_pwhash_MEMLIMIT_INTERACTIVE; }
+static size_t pw_mem(void) {
+    return pwhash_fast ? crypto_pwhash_MEMLIMIT_MIN : crypto_pwhash_MEMLIMIT_INTERACTIVE;
+}
 
 /* ---- the handle ------------------------------------------------------------- */
 
@@ -92,7 +97,7 @@ typedef struct cache_entry {
     int used;
     unsigned char hash[32];
     uint64_t gen;
-    int64_t until_ms;  /* monotonic: trusted until */
+    int64_t until_ms; /* monotonic: trusted until */
     int64_t token_key;
     int64_t expires;   /* the token's own expiry (0 = never) */
     int64_t last_used; /* as written (or being written) to acc_token */
@@ -105,12 +110,14 @@ struct auth {
     char dummy[crypto_pwhash_STRBYTES]; /* hash of a random password: unknown users verify against it */
     pthread_mutex_t lock;               /* guards cache */
     cache_entry *cache;
-    _Atomic int64_t housekept;          /* when old rows were last removed */
+    _Atomic int64_t housekept; /* when old rows were last removed */
 };
 
 /* ---- small helpers ------------------------------------------------------------ */
 
-static int64_t now_sec(void) { return (int64_t)time(NULL); }
+static int64_t now_sec(void) {
+    return (int64_t)time(NULL);
+}
 
 static int64_t mono_ms(void) {
     struct timespec ts;
@@ -122,7 +129,8 @@ static int64_t mono_ms(void) {
 static void format_time(int64_t t, char out[32]) {
     time_t tt = (time_t)t;
     struct tm tm;
-    if (!gmtime_r(&tt, &tm) || !strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm)) snprintf(out, 32, "%lld", (long long)t);
+    if (!gmtime_r(&tt, &tm) || !strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(out, 32, "%lld", (long long)t);
 }
 
 static void copy_str(char *dst, size_t n, const char *src) {
@@ -141,7 +149,8 @@ static void col_copy(const db_driver *drv, db_stmt *st, int col, char *dst, size
 /* Steps `st` to the end and finalises it; *rows = rows it returned. */
 static status finish(const db_driver *drv, db_stmt *st, int *rows, err *e) {
     int r, n = 0;
-    while ((r = drv->step(st, e)) == 1) n++;
+    while ((r = drv->step(st, e)) == 1)
+        n++;
     drv->done(st);
     if (rows) *rows = n;
     return r < 0 ? (e->code != ST_OK ? e->code : ST_IO) : ST_OK;
@@ -154,7 +163,8 @@ static int is_b64url(unsigned char c) {
 /* Exactly n base64url characters and nothing else. */
 static int b64url_exact(const char *s, size_t n) {
     size_t i = 0;
-    while (i < n && s[i] && is_b64url((unsigned char)s[i])) i++;
+    while (i < n && s[i] && is_b64url((unsigned char)s[i]))
+        i++;
     return i == n && s[n] == 0;
 }
 
@@ -201,7 +211,8 @@ static int valid_fhir_id(const char *s) {
     size_t n = 0;
     for (; s[n] && n < 65; n++) {
         char c = s[n];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '.'))
             return 0;
     }
     return n >= 1 && n <= 64 && s[n] == 0;
@@ -225,7 +236,8 @@ static status hash_turn(err *e) {
     for (;;) {
         if (sem_timedwait(&hash_sem, &ts) == 0) break;
         if (errno == EINTR) continue;
-        rc = err_set(e, ST_THROTTLED, "throttled", NULL, "too many sign-ins in progress; try again in a few seconds");
+        rc = err_set(e, ST_THROTTLED, "throttled", NULL,
+                     "too many sign-ins in progress; try again in a few seconds");
         break;
     }
     return rc;
@@ -259,7 +271,8 @@ static status check_password(const char *pw, err *e) {
         rc = err_set(e, ST_INVALID, "value", "password", "password too short: at least %d characters",
                      AUTH_MIN_PASSWORD);
     else if (n > AUTH_MAX_PASSWORD)
-        rc = err_set(e, ST_INVALID, "value", "password", "password too long: at most %d bytes", AUTH_MAX_PASSWORD);
+        rc = err_set(e, ST_INVALID, "value", "password", "password too long: at most %d bytes",
+                     AUTH_MAX_PASSWORD);
     return rc;
 }
 
@@ -310,11 +323,13 @@ void auth_close(auth *a) {
     free(a);
 }
 
-const auth_config *auth_config_of(const auth *a) { return &a->cfg; }
+const auth_config *auth_config_of(const auth *a) {
+    return &a->cfg;
+}
 
 /* ---- users ------------------------------------------------------------------- */
 
-#define USER_COLS "u.user_key, u.name, u.display, u.role, u.org, u.practitioner, u.patient_id, u.disabled"
+#define USER_COLS  "u.user_key, u.name, u.display, u.role, u.org, u.practitioner, u.patient_id, u.disabled"
 #define USER_NCOLS 8
 
 /* Columns USER_COLS starting at `c` -> principal; returns disabled. */
@@ -381,13 +396,14 @@ static status check_user_spec(const auth_user_spec *u, err *e) {
         rc = err_set(e, ST_INVALID, "value", "display",
                      "display name must be 1 to 95 bytes without control characters");
     else if (u->org && *u->org && !valid_ods(u->org))
-        rc = err_set(e, ST_INVALID, "value", "org", "organisation '%.40s' is not an ODS code (2 to 15 letters/digits)",
-                     u->org);
+        rc = err_set(e, ST_INVALID, "value", "org",
+                     "organisation '%.40s' is not an ODS code (2 to 15 letters/digits)", u->org);
     else if (auth_role_needs_org(role) && !(u->org && *u->org))
         rc = err_set(e, ST_INVALID, "required", "org", "role %s needs an organisation (ODS code)",
                      acc_role_name(role));
     else if (u->practitioner && *u->practitioner && !valid_fhir_id(u->practitioner))
-        rc = err_set(e, ST_INVALID, "value", "practitioner", "practitioner '%.80s' is not a FHIR id", u->practitioner);
+        rc = err_set(e, ST_INVALID, "value", "practitioner", "practitioner '%.80s' is not a FHIR id",
+                     u->practitioner);
     else if (u->patient_id && *u->patient_id && !valid_fhir_id(u->patient_id))
         rc = err_set(e, ST_INVALID, "value", "patient", "patient '%.80s' is not a FHIR id", u->patient_id);
     else if (role == ROLE_PATIENT && !(u->patient_id && *u->patient_id))
@@ -403,9 +419,9 @@ status auth_user_add(store *s, const auth_user_spec *u, err *e) {
     err local;
     if (!e) e = &local;
     const db_driver *drv = s->drv;
-    static const char sql[] =
-        "INSERT INTO acc_user (name, display, role, org, practitioner, patient_id, pw_hash, disabled, created, updated)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)";
+    static const char sql[] = "INSERT INTO acc_user (name, display, role, org, practitioner, patient_id, "
+                              "pw_hash, disabled, created, updated)"
+                              " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)";
     char hash[crypto_pwhash_STRBYTES] = "";
     store_txn *tx = NULL;
     db_stmt *st = NULL;
@@ -431,7 +447,8 @@ status auth_user_add(store *s, const auth_user_spec *u, err *e) {
     drv->bind_int(st, 8, now);
     drv->bind_int(st, 9, now);
     rc = finish(drv, st, NULL, e);
-    if (rc == ST_CONFLICT) rc = err_set(e, ST_CONFLICT, "conflict", "name", "user %s already exists", u->name);
+    if (rc == ST_CONFLICT)
+        rc = err_set(e, ST_CONFLICT, "conflict", "name", "user %s already exists", u->name);
     if (rc != ST_OK) goto out;
     rc = store_commit(tx, e);
     tx = NULL;
@@ -478,7 +495,8 @@ static status update_user(store_txn *tx, const char *sql, const char *name, int 
     int r = drv->step(st, e);
     if (r == 1) {
         *user_key = drv->col_int(st, 0);
-        while ((r = drv->step(st, e)) == 1) {}
+        while ((r = drv->step(st, e)) == 1) {
+        }
         if (r == 0) r = 1;
     }
     drv->done(st);
@@ -493,7 +511,8 @@ out:
 status auth_user_set_disabled(store *s, const char *name, int disabled, err *e) {
     err local;
     if (!e) e = &local;
-    static const char sql[] = "UPDATE acc_user SET disabled = ?, updated = ? WHERE name = ? RETURNING user_key";
+    static const char sql[] =
+        "UPDATE acc_user SET disabled = ?, updated = ? WHERE name = ? RETURNING user_key";
     store_txn *tx = NULL;
     int64_t user_key = 0, now = now_sec();
     status rc = store_begin(s, &tx, e);
@@ -513,7 +532,8 @@ status auth_user_set_password(store *s, const char *name, const char *password, 
     err local;
     if (!e) e = &local;
     const db_driver *drv = s->drv;
-    static const char sql[] = "UPDATE acc_user SET pw_hash = ?, updated = ? WHERE name = ? RETURNING user_key";
+    static const char sql[] =
+        "UPDATE acc_user SET pw_hash = ?, updated = ? WHERE name = ? RETURNING user_key";
     static const char unthrottle[] = "DELETE FROM acc_throttle WHERE subject = ?";
     char hash[crypto_pwhash_STRBYTES] = "", subject[80];
     store_txn *tx = NULL;
@@ -567,11 +587,11 @@ status auth_user_list(store *s, json_t *out_array, err *e) {
         memset(&p, 0, sizeof p);
         int disabled = principal_from_row(drv, st, 0, &p);
         format_time(drv->col_int(st, USER_NCOLS + 1), created);
-        json_array_append_new(out_array,
-                              json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:s}", "name", p.user, "display",
-                                        p.display, "role", acc_role_name(p.role), "org", p.org, "practitioner",
-                                        p.practitioner, "patient", p.patient, "disabled", disabled, "password",
-                                        (int)drv->col_int(st, USER_NCOLS), "created", created));
+        json_array_append_new(
+            out_array, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:s}", "name", p.user, "display",
+                                 p.display, "role", acc_role_name(p.role), "org", p.org, "practitioner",
+                                 p.practitioner, "patient", p.patient, "disabled", disabled, "password",
+                                 (int)drv->col_int(st, USER_NCOLS), "created", created));
     }
     drv->done(st);
     if (r < 0) rc = e->code != ST_OK ? e->code : ST_IO;
@@ -586,9 +606,12 @@ status auth_user_get(store *s, const char *name, acc_principal *out, int *disabl
     status rc = ST_OK;
     memset(out, 0, sizeof *out);
     db *d = store_db(s, e);
-    if (!u) rc = err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
-    else if (!d) rc = e->code != ST_OK ? e->code : ST_IO;
-    else if (valid_user_name(name)) rc = user_load(s, d, name, u, e);
+    if (!u)
+        rc = err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
+    else if (!d)
+        rc = e->code != ST_OK ? e->code : ST_IO;
+    else if (valid_user_name(name))
+        rc = user_load(s, d, name, u, e);
     if (rc != ST_OK) goto out;
     if (!u->found) {
         rc = err_set(e, ST_NOT_FOUND, "not-found", "name", "no user %.80s", name ? name : "");
@@ -604,12 +627,14 @@ out:
 
 /* ---- tokens ------------------------------------------------------------------- */
 
-status auth_token_create(store *s, const char *user, const char *label, int64_t ttl_sec, char out[96], err *e) {
+status auth_token_create(store *s, const char *user, const char *label, int64_t ttl_sec, char out[96],
+                         err *e) {
     err local;
     if (!e) e = &local;
     const db_driver *drv = s->drv;
-    static const char ins[] = "INSERT INTO acc_token (user_key, hash, label, created, expires, revoked, last_used)"
-                              " VALUES (?, ?, ?, ?, ?, 0, 0)";
+    static const char ins[] =
+        "INSERT INTO acc_token (user_key, hash, label, created, expires, revoked, last_used)"
+        " VALUES (?, ?, ?, ?, ?, 0, 0)";
     char token[AUTH_TOKEN_LEN + 8], hex[HEX_HASH_LEN + 1];
     store_txn *tx = NULL;
     db_stmt *st = NULL;
@@ -618,11 +643,13 @@ status auth_token_create(store *s, const char *user, const char *label, int64_t 
     status rc = auth_init(e);
     out[0] = 0;
     if (rc != ST_OK) goto out;
-    if (!u) rc = err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
+    if (!u)
+        rc = err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
     else if (ttl_sec < 0 || ttl_sec > (int64_t)100 * 366 * 86400)
         rc = err_set(e, ST_INVALID, "value", "ttl", "token lifetime must be 0 (never expires) to 100 years");
     else if (label && !valid_text(label, 200))
-        rc = err_set(e, ST_INVALID, "value", "label", "label must be at most 200 bytes without control characters");
+        rc = err_set(e, ST_INVALID, "value", "label",
+                     "label must be at most 200 bytes without control characters");
     else if (!valid_user_name(user))
         rc = err_set(e, ST_NOT_FOUND, "not-found", "user", "no user %.80s", user ? user : "");
     if (rc != ST_OK) goto out;
@@ -665,7 +692,8 @@ status auth_token_revoke(store *s, const char *arg, err *e) {
     const db_driver *drv = s->drv;
     static const char by_key[] =
         "UPDATE acc_token SET revoked = ? WHERE token_key = ? AND revoked = 0 RETURNING token_key";
-    static const char by_hash[] = "UPDATE acc_token SET revoked = ? WHERE hash = ? AND revoked = 0 RETURNING token_key";
+    static const char by_hash[] =
+        "UPDATE acc_token SET revoked = ? WHERE hash = ? AND revoked = 0 RETURNING token_key";
     static const char exists_key[] = "SELECT revoked FROM acc_token WHERE token_key = ?";
     static const char exists_hash[] = "SELECT revoked FROM acc_token WHERE hash = ?";
     char hex[HEX_HASH_LEN + 1];
@@ -683,8 +711,9 @@ status auth_token_revoke(store *s, const char *arg, err *e) {
     } else if (token_shape_ok(arg)) {
         secret_hash(arg, NULL, hex);
     } else {
-        rc = err_set(e, ST_INVALID, "value", "token", "'%.20s%s' is neither a token (cct_...) nor a token key (a number)",
-                     arg, strlen(arg) > 20 ? "..." : "");
+        rc = err_set(e, ST_INVALID, "value", "token",
+                     "'%.20s%s' is neither a token (cct_...) nor a token key (a number)", arg,
+                     strlen(arg) > 20 ? "..." : "");
         goto out;
     }
     rc = store_begin(s, &tx, e);
@@ -705,7 +734,8 @@ status auth_token_revoke(store *s, const char *arg, err *e) {
             drv->bind_text(st, 1, hex, -1);
         rc = finish(drv, st, &rows, e);
         if (rc == ST_OK && rows == 0)
-            rc = is_key ? err_set(e, ST_NOT_FOUND, "not-found", "token", "no token with key %lld", (long long)key)
+            rc = is_key ? err_set(e, ST_NOT_FOUND, "not-found", "token", "no token with key %lld",
+                                  (long long)key)
                         : err_set(e, ST_NOT_FOUND, "not-found", "token", "unknown token");
     }
     if (rc != ST_OK) goto out;
@@ -728,8 +758,8 @@ status auth_token_list(store *s, const char *user, json_t *out_array, err *e) {
     err local;
     if (!e) e = &local;
     const db_driver *drv = s->drv;
-#define TOKEN_LIST_SQL                                                                                           \
-    "SELECT t.token_key, u.name, t.label, t.created, t.expires, t.revoked, t.last_used FROM acc_token t"          \
+#define TOKEN_LIST_SQL                                                                                       \
+    "SELECT t.token_key, u.name, t.label, t.created, t.expires, t.revoked, t.last_used FROM acc_token t"     \
     " JOIN acc_user u ON u.user_key = t.user_key"
     static const char all[] = TOKEN_LIST_SQL " ORDER BY t.token_key DESC";
     static const char one[] = TOKEN_LIST_SQL " WHERE u.name = ? ORDER BY t.token_key DESC";
@@ -745,9 +775,12 @@ status auth_token_list(store *s, const char *user, json_t *out_array, err *e) {
     }
     if (user) { /* say so when the user does not exist, rather than listing nothing */
         u = calloc(1, sizeof *u);
-        if (!u) rc = err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
-        else if (valid_user_name(user)) rc = user_load(s, d, user, u, e);
-        if (rc == ST_OK && !u->found) rc = err_set(e, ST_NOT_FOUND, "not-found", "user", "no user %.80s", user);
+        if (!u)
+            rc = err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
+        else if (valid_user_name(user))
+            rc = user_load(s, d, user, u, e);
+        if (rc == ST_OK && !u->found)
+            rc = err_set(e, ST_NOT_FOUND, "not-found", "user", "no user %.80s", user);
         if (rc != ST_OK) goto out;
     }
     rc = drv->prepare(d, user ? one : all, 1, &st, e);
@@ -761,11 +794,11 @@ status auth_token_list(store *s, const char *user, json_t *out_array, err *e) {
         format_time(drv->col_int(st, 3), created);
         int64_t expires = drv->col_int(st, 4), revoked = drv->col_int(st, 5);
         const char *state = revoked ? "revoked" : (expires && now > expires) ? "expired" : "active";
-        json_array_append_new(out_array, json_pack("{s:I, s:s, s:s, s:s, s:o, s:o, s:o, s:s}", "key",
-                                                   (json_int_t)drv->col_int(st, 0), "user", name, "label", label,
-                                                   "created", created, "expires", time_or_null(expires), "revoked",
-                                                   time_or_null(revoked), "last_used",
-                                                   time_or_null(drv->col_int(st, 6)), "state", state));
+        json_array_append_new(
+            out_array, json_pack("{s:I, s:s, s:s, s:s, s:o, s:o, s:o, s:s}", "key",
+                                 (json_int_t)drv->col_int(st, 0), "user", name, "label", label, "created",
+                                 created, "expires", time_or_null(expires), "revoked", time_or_null(revoked),
+                                 "last_used", time_or_null(drv->col_int(st, 6)), "state", state));
     }
     drv->done(st);
     if (r < 0) rc = e->code != ST_OK ? e->code : ST_IO;
@@ -796,7 +829,8 @@ static void token_touch(store *s, int64_t token_key, int64_t now) {
         tx = NULL;
     }
     if (tx) store_rollback(tx);
-    if (rc != ST_OK) log_warn("auth: recording when token %lld was last used: %s", (long long)token_key, e.msg);
+    if (rc != ST_OK)
+        log_warn("auth: recording when token %lld was last used: %s", (long long)token_key, e.msg);
 }
 
 status auth_bearer(auth *a, const char *header, const char *addr, acc_principal *out, err *e) {
@@ -815,7 +849,8 @@ status auth_bearer(auth *a, const char *header, const char *addr, acc_principal 
     /* the shape first: nothing unbounded is hashed or sent to the database */
     size_t hlen = header ? strnlen(header, AUTH_MAX_HEADER + 1) : 0;
     if (hlen == 0) {
-        rc = err_set(e, ST_UNAUTHENTICATED, "login", NULL, "no credentials: send 'Authorization: Bearer <token>'");
+        rc = err_set(e, ST_UNAUTHENTICATED, "login", NULL,
+                     "no credentials: send 'Authorization: Bearer <token>'");
         goto out;
     }
     if (hlen > AUTH_MAX_HEADER) {
@@ -828,13 +863,16 @@ status auth_bearer(auth *a, const char *header, const char *addr, acc_principal 
         goto out;
     }
     const char *t = header + 6;
-    while (*t == ' ' || *t == '\t') t++;
+    while (*t == ' ' || *t == '\t')
+        t++;
     size_t tlen = strlen(t);
-    while (tlen > 0 && (t[tlen - 1] == ' ' || t[tlen - 1] == '\t')) tlen--;
+    while (tlen > 0 && (t[tlen - 1] == ' ' || t[tlen - 1] == '\t'))
+        tlen--;
     if (tlen != AUTH_TOKEN_LEN) {
-        rc = err_set(e, ST_UNAUTHENTICATED, "login", NULL,
-                     "malformed token: expected cct_ and 43 base64url characters (%d in all), got %zu characters",
-                     AUTH_TOKEN_LEN, tlen);
+        rc = err_set(
+            e, ST_UNAUTHENTICATED, "login", NULL,
+            "malformed token: expected cct_ and 43 base64url characters (%d in all), got %zu characters",
+            AUTH_TOKEN_LEN, tlen);
         goto out;
     }
     memcpy(token, t, AUTH_TOKEN_LEN);
@@ -860,8 +898,8 @@ status auth_bearer(auth *a, const char *header, const char *addr, acc_principal 
         if (c->expires && now > c->expires) {
             c->used = 0;
             format_time(c->expires, when);
-            rc = err_set(e, ST_UNAUTHENTICATED, "expired", NULL, "token %lld expired at %s", (long long)c->token_key,
-                         when);
+            rc = err_set(e, ST_UNAUTHENTICATED, "expired", NULL, "token %lld expired at %s",
+                         (long long)c->token_key, when);
         } else {
             *out = c->p;
             if (now - c->last_used >= TOUCH_EVERY_SEC) {
@@ -903,10 +941,12 @@ status auth_bearer(auth *a, const char *header, const char *addr, acc_principal 
         rc = err_set(e, ST_UNAUTHENTICATED, "login", NULL, "unknown token");
     } else if (revoked) {
         format_time(revoked, when);
-        rc = err_set(e, ST_UNAUTHENTICATED, "expired", NULL, "token %lld was revoked at %s", (long long)key, when);
+        rc = err_set(e, ST_UNAUTHENTICATED, "expired", NULL, "token %lld was revoked at %s", (long long)key,
+                     when);
     } else if (expires && now > expires) {
         format_time(expires, when);
-        rc = err_set(e, ST_UNAUTHENTICATED, "expired", NULL, "token %lld expired at %s", (long long)key, when);
+        rc =
+            err_set(e, ST_UNAUTHENTICATED, "expired", NULL, "token %lld expired at %s", (long long)key, when);
     } else if (disabled) {
         rc = err_set(e, ST_UNAUTHENTICATED, "suppressed", NULL, "user %s is disabled", p.user);
     } else if (p.role == ROLE_NONE) {
@@ -972,7 +1012,8 @@ static status throttle_check(auth *a, db *d, const char *su, const char *sa, int
             format_time(until, when);
             rc = err_set(e, ST_THROTTLED, "throttled", NULL,
                          "too many failed sign-ins %s %s; try again in %lld s (after %s)",
-                         i == 0 ? "for user" : "from address", subjects[i] + 2, (long long)(until - now), when);
+                         i == 0 ? "for user" : "from address", subjects[i] + 2, (long long)(until - now),
+                         when);
         }
     }
     return rc;
@@ -980,14 +1021,17 @@ static status throttle_check(auth *a, db *d, const char *su, const char *sa, int
 
 /* One more failure for `subject` inside tx: counts within the window and
  * locks at the limit, doubling the lock with each further failure. */
-static status throttle_fail_one(auth *a, store_txn *tx, const char *subject, int max_failures, int64_t now, err *e) {
+static status throttle_fail_one(auth *a, store_txn *tx, const char *subject, int max_failures, int64_t now,
+                                err *e) {
     const db_driver *drv = a->s->drv;
-    static const char ensure[] = "INSERT INTO acc_throttle (subject, failures, first, locked_until) VALUES (?, 0, ?, 0)"
-                                 " ON CONFLICT (subject) DO NOTHING";
+    static const char ensure[] =
+        "INSERT INTO acc_throttle (subject, failures, first, locked_until) VALUES (?, 0, ?, 0)"
+        " ON CONFLICT (subject) DO NOTHING";
     static const char sel[] = "SELECT failures, first, locked_until FROM acc_throttle WHERE subject = ?";
     static const char sel_lock[] =
         "SELECT failures, first, locked_until FROM acc_throttle WHERE subject = ? FOR UPDATE";
-    static const char upd[] = "UPDATE acc_throttle SET failures = ?, first = ?, locked_until = ? WHERE subject = ?";
+    static const char upd[] =
+        "UPDATE acc_throttle SET failures = ?, first = ?, locked_until = ? WHERE subject = ?";
     db_stmt *st = NULL;
     int64_t failures = 0, first = now, until = 0;
     status rc = drv->prepare(tx->d, ensure, 1, &st, e);
@@ -1017,7 +1061,8 @@ static status throttle_fail_one(auth *a, store_txn *tx, const char *subject, int
     failures++;
     if (failures >= max_failures) {
         int64_t extra = failures - max_failures, lock = a->cfg.lock_sec;
-        while (extra-- > 0 && lock < AUTH_MAX_LOCK_SEC) lock *= 2;
+        while (extra-- > 0 && lock < AUTH_MAX_LOCK_SEC)
+            lock *= 2;
         if (lock > AUTH_MAX_LOCK_SEC) lock = AUTH_MAX_LOCK_SEC;
         until = now + lock;
     }
@@ -1085,8 +1130,9 @@ status auth_login(auth *a, const char *user, const char *password, const char *a
     err local;
     if (!e) e = &local;
     const db_driver *drv = a->s->drv;
-    static const char ins[] = "INSERT INTO acc_session (hash, user_key, csrf, created, expires, idle_expires, revoked,"
-                              " addr) VALUES (?, ?, ?, ?, ?, ?, 0, ?)";
+    static const char ins[] =
+        "INSERT INTO acc_session (hash, user_key, csrf, created, expires, idle_expires, revoked,"
+        " addr) VALUES (?, ?, ?, ?, ?, ?, 0, ?)";
     static const char unthrottle[] = "DELETE FROM acc_throttle WHERE subject = ?";
     static const char rehash[] = "UPDATE acc_user SET pw_hash = ? WHERE user_key = ? AND pw_hash = ?";
     char su[80], sa[80], sid[AUTH_SESSION_LEN + 8], csrf[48], hex[HEX_HASH_LEN + 1];
@@ -1171,7 +1217,8 @@ status auth_login(auth *a, const char *user, const char *password, const char *a
     copy_str(out->csrf, sizeof out->csrf, csrf);
     copy_str(out->addr, sizeof out->addr, addr);
     memcpy(session_id, sid, AUTH_SESSION_LEN + 1);
-    /* a hash made with weaker limits (an old build, a test database) is upgraded while the password is at hand */
+    /* a hash made with weaker limits (an old build, a test database) is upgraded while the password is at
+     * hand */
     if (!pwhash_fast && crypto_pwhash_str_needs_rehash(u->pw_hash, pw_ops(), pw_mem()) != 0) {
         err re;
         err_clear(&re);
@@ -1205,8 +1252,9 @@ status auth_session(auth *a, const char *session_id, const char *addr, acc_princ
     err local;
     if (!e) e = &local;
     const db_driver *drv = a->s->drv;
-    static const char sql[] = "SELECT s.csrf, s.expires, s.idle_expires, s.revoked, " USER_COLS
-                              " FROM acc_session s JOIN acc_user u ON u.user_key = s.user_key WHERE s.hash = ?";
+    static const char sql[] =
+        "SELECT s.csrf, s.expires, s.idle_expires, s.revoked, " USER_COLS
+        " FROM acc_session s JOIN acc_user u ON u.user_key = s.user_key WHERE s.hash = ?";
     static const char slide[] = "UPDATE acc_session SET idle_expires = ? WHERE hash = ? AND revoked = 0";
     char hex[HEX_HASH_LEN + 1], csrf[48];
     acc_principal p;
@@ -1245,16 +1293,19 @@ status auth_session(auth *a, const char *session_id, const char *addr, acc_princ
         disabled = principal_from_row(drv, st, 4, &p);
     }
     drv->done(st);
-    if (r < 0) rc = e->code != ST_OK ? e->code : ST_IO;
+    if (r < 0)
+        rc = e->code != ST_OK ? e->code : ST_IO;
     else if (r == 0)
         rc = err_set(e, ST_UNAUTHENTICATED, "login", NULL, "unknown session: sign in again");
     else if (revoked)
-        rc = err_set(e, ST_UNAUTHENTICATED, "expired", NULL, "session ended (signed out or revoked): sign in again");
+        rc = err_set(e, ST_UNAUTHENTICATED, "expired", NULL,
+                     "session ended (signed out or revoked): sign in again");
     else if (now > expires)
-        rc = err_set(e, ST_UNAUTHENTICATED, "expired", NULL, "session expired (the %d-hour limit): sign in again",
-                     a->cfg.session_max_sec / 3600);
+        rc = err_set(e, ST_UNAUTHENTICATED, "expired", NULL,
+                     "session expired (the %d-hour limit): sign in again", a->cfg.session_max_sec / 3600);
     else if (now > idle)
-        rc = err_set(e, ST_UNAUTHENTICATED, "expired", NULL, "session expired after %d minutes idle: sign in again",
+        rc = err_set(e, ST_UNAUTHENTICATED, "expired", NULL,
+                     "session expired after %d minutes idle: sign in again",
                      (a->cfg.session_idle_sec + 59) / 60);
     else if (disabled)
         rc = err_set(e, ST_UNAUTHENTICATED, "suppressed", NULL, "user %s is disabled", p.user);
@@ -1353,18 +1404,24 @@ int auth_cookie_value(const char *h, const char *name, char *out, size_t n) {
     if (n) out[0] = 0;
     const char *p = h && name_len && n ? h : "";
     while (*p && !found) {
-        while (*p == ' ' || *p == '\t' || *p == ';') p++;
+        while (*p == ' ' || *p == '\t' || *p == ';')
+            p++;
         const char *k = p;
-        while (*p && *p != '=' && *p != ';') p++;
+        while (*p && *p != '=' && *p != ';')
+            p++;
         size_t klen = (size_t)(p - k);
-        while (klen && (k[klen - 1] == ' ' || k[klen - 1] == '\t')) klen--;
+        while (klen && (k[klen - 1] == ' ' || k[klen - 1] == '\t'))
+            klen--;
         if (*p != '=') continue; /* a bare word: skip it */
         p++;
-        while (*p == ' ' || *p == '\t') p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
         const char *v = p;
-        while (*p && *p != ';') p++;
+        while (*p && *p != ';')
+            p++;
         size_t vlen = (size_t)(p - v);
-        while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t')) vlen--;
+        while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+            vlen--;
         if (klen != name_len || memcmp(k, name, klen) != 0) continue;
         if (vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"') {
             v++;

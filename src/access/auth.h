@@ -53,21 +53,21 @@ typedef struct auth_config {
                             * colleagues behind one NAT address should not lock each other out) */
 } auth_config;
 
-#define AUTH_DEFAULT_IDLE_SEC      1800
-#define AUTH_DEFAULT_MAX_SEC       43200
-#define AUTH_DEFAULT_MAX_FAILURES  5
-#define AUTH_DEFAULT_LOCK_SEC      300
-#define AUTH_DEFAULT_CACHE_SEC     5
-#define AUTH_THROTTLE_WINDOW_SEC   900   /* failures count within 15 minutes */
-#define AUTH_MAX_LOCK_SEC          86400
-#define AUTH_MAX_HASHING           2     /* concurrent argon2id computations per process */
+#define AUTH_DEFAULT_IDLE_SEC     1800
+#define AUTH_DEFAULT_MAX_SEC      43200
+#define AUTH_DEFAULT_MAX_FAILURES 5
+#define AUTH_DEFAULT_LOCK_SEC     300
+#define AUTH_DEFAULT_CACHE_SEC    5
+#define AUTH_THROTTLE_WINDOW_SEC  900 /* failures count within 15 minutes */
+#define AUTH_MAX_LOCK_SEC         86400
+#define AUTH_MAX_HASHING          2 /* concurrent argon2id computations per process */
 
-#define AUTH_TOKEN_PREFIX  "cct_"
-#define AUTH_TOKEN_LEN     47   /* "cct_" + 43 base64url characters (32 random bytes) */
-#define AUTH_SESSION_LEN   43   /* session id: 32 random bytes, base64url, no padding */
-#define AUTH_MAX_HEADER    512  /* longer Authorization headers are refused unread */
-#define AUTH_MIN_PASSWORD  10
-#define AUTH_MAX_PASSWORD  1024
+#define AUTH_TOKEN_PREFIX "cct_"
+#define AUTH_TOKEN_LEN    47  /* "cct_" + 43 base64url characters (32 random bytes) */
+#define AUTH_SESSION_LEN  43  /* session id: 32 random bytes, base64url, no padding */
+#define AUTH_MAX_HEADER   512 /* longer Authorization headers are refused unread */
+#define AUTH_MIN_PASSWORD 10
+#define AUTH_MAX_PASSWORD 1024
 
 /* `s` is borrowed and must outlive the auth. cfg NULL = defaults. Builds
  * the dummy hash (one argon2id computation). */
@@ -108,7 +108,8 @@ int auth_role_needs_org(acc_role r);
 /* A token is "cct_" + base64url(32 random bytes) (47 characters); only
  * hex(BLAKE2b-256(token)) is stored. ttl_sec 0 = never expires. The token
  * is written to out (NUL-terminated) and cannot be recovered later. */
-status auth_token_create(store *s, const char *user, const char *label, int64_t ttl_sec, char out[96], err *e);
+status auth_token_create(store *s, const char *user, const char *label, int64_t ttl_sec, char out[96],
+                         err *e);
 /* By the token itself, or by its key (the number auth_token_list shows).
  * Revoking a revoked token succeeds and changes nothing. Clears this
  * process's token caches at once. */

@@ -38,6 +38,7 @@ int cmd_quarantine(int argc, char **argv); /* quarantine.c */
 int cmd_import(int argc, char **argv);     /* import.c */
 int cmd_link(int argc, char **argv);       /* link.c */
 int cmd_risk(int argc, char **argv);       /* risk.c */
+int cmd_audit(int argc, char **argv);      /* audit.c: concord audit verify|list */
 int cmd_user(int argc, char **argv);       /* user.c: concord user add|list|disable|enable|reset */
 int cmd_token(int argc, char **argv);      /* user.c: concord token create|list|revoke */
 const char *cli_risk_data_dir(const char *given); /* risk.c: --risk-data, $CONCORD_RISK_DATA, data/risk */

@@ -314,6 +314,7 @@ static const struct command {
     {"risk", cmd_risk, "risk stratification: facts, train, run, rescore, worklists, indices"},
     {"user", cmd_user, "users who may sign in: add, list, disable, enable, reset (docs/auth.md)"},
     {"token", cmd_token, "API tokens: create (prints the token), list, revoke"},
+    {"audit", cmd_audit, "the access log: verify the hash chain, list entries"},
     {"migrate", cmd_migrate, "apply pending schema migrations and exit"},
     {"help", cmd_help, "show this help"},
 };

@@ -47,14 +47,15 @@ static int usage_user(const char *msg, const char *arg) {
         fprintf(stderr, msg, arg);
         fputc('\n', stderr);
     }
-    fprintf(stderr,
-            "usage: concord user add NAME --role ROLE [--org ODS] [--practitioner ID] [--patient ID]\n"
-            "                        [--display TEXT] [--password-stdin | --password-file F | --no-password]\n"
-            "       concord user list [--json]\n"
-            "       concord user disable NAME | enable NAME\n"
-            "       concord user reset NAME [--password-stdin | --password-file F]\n"
-            "roles: gp, practice-nurse, consultant, ed-clinician, community-nurse, social-worker, pharmacist,\n"
-            "       mental-health, mdg-coordinator, analyst, admin, privacy-officer, patient, system\n");
+    fprintf(
+        stderr,
+        "usage: concord user add NAME --role ROLE [--org ODS] [--practitioner ID] [--patient ID]\n"
+        "                        [--display TEXT] [--password-stdin | --password-file F | --no-password]\n"
+        "       concord user list [--json]\n"
+        "       concord user disable NAME | enable NAME\n"
+        "       concord user reset NAME [--password-stdin | --password-file F]\n"
+        "roles: gp, practice-nurse, consultant, ed-clinician, community-nurse, social-worker, pharmacist,\n"
+        "       mental-health, mdg-coordinator, analyst, admin, privacy-officer, patient, system\n");
     return 2;
 }
 
@@ -84,17 +85,28 @@ static int parse(user_args *a, int argc, char **argv, int (*usage)(const char *,
         if (i + 1 >= argc) return usage("%s needs a value", s);                                              \
         a->field = argv[++i];                                                                                \
     } while (0)
-        if (strcmp(s, "--role") == 0) VAL(role);
-        else if (strcmp(s, "--org") == 0) VAL(org);
-        else if (strcmp(s, "--practitioner") == 0) VAL(practitioner);
-        else if (strcmp(s, "--patient") == 0) VAL(patient);
-        else if (strcmp(s, "--display") == 0) VAL(display);
-        else if (strcmp(s, "--password-file") == 0) VAL(password_file);
-        else if (strcmp(s, "--user") == 0) VAL(user);
-        else if (strcmp(s, "--label") == 0) VAL(label);
-        else if (strcmp(s, "--password-stdin") == 0) a->password_stdin = 1;
-        else if (strcmp(s, "--no-password") == 0) a->no_password = 1;
-        else if (strcmp(s, "--json") == 0) a->json = 1;
+        if (strcmp(s, "--role") == 0)
+            VAL(role);
+        else if (strcmp(s, "--org") == 0)
+            VAL(org);
+        else if (strcmp(s, "--practitioner") == 0)
+            VAL(practitioner);
+        else if (strcmp(s, "--patient") == 0)
+            VAL(patient);
+        else if (strcmp(s, "--display") == 0)
+            VAL(display);
+        else if (strcmp(s, "--password-file") == 0)
+            VAL(password_file);
+        else if (strcmp(s, "--user") == 0)
+            VAL(user);
+        else if (strcmp(s, "--label") == 0)
+            VAL(label);
+        else if (strcmp(s, "--password-stdin") == 0)
+            a->password_stdin = 1;
+        else if (strcmp(s, "--no-password") == 0)
+            a->no_password = 1;
+        else if (strcmp(s, "--json") == 0)
+            a->json = 1;
         else if (strcmp(s, "--days") == 0) {
             if (i + 1 >= argc) return usage("%s needs a value", s);
             char *end;
@@ -102,10 +114,14 @@ static int parse(user_args *a, int argc, char **argv, int (*usage)(const char *,
             if (*end || end == argv[i] || v < 1 || v > 36500)
                 return usage("--days takes a number of days from 1 to 36500, not '%s'", argv[i]);
             a->days = (int)v;
-        } else if (s[0] == '-' && s[1]) return usage("unknown option '%s'", s);
-        else if (!a->verb) a->verb = s;
-        else if (!a->name) a->name = s;
-        else return usage("unexpected '%s'", s);
+        } else if (s[0] == '-' && s[1])
+            return usage("unknown option '%s'", s);
+        else if (!a->verb)
+            a->verb = s;
+        else if (!a->name)
+            a->name = s;
+        else
+            return usage("unexpected '%s'", s);
 #undef VAL
     }
     return 0;
@@ -120,9 +136,11 @@ static int read_line(FILE *f, char pw[PW_BUF], const char *from) {
     } else {
         size_t n = strlen(pw);
         int complete = n > 0 && pw[n - 1] == '\n';
-        while (n > 0 && (pw[n - 1] == '\n' || pw[n - 1] == '\r')) pw[--n] = 0;
+        while (n > 0 && (pw[n - 1] == '\n' || pw[n - 1] == '\r'))
+            pw[--n] = 0;
         if (!complete && !feof(f)) {
-            fprintf(stderr, "concord user: the password in %s is longer than %d bytes\n", from, AUTH_MAX_PASSWORD);
+            fprintf(stderr, "concord user: the password in %s is longer than %d bytes\n", from,
+                    AUTH_MAX_PASSWORD);
             rc = -1;
         }
     }
@@ -147,7 +165,8 @@ static int prompt(FILE *tty, const char *question, char pw[PW_BUF]) {
     return rc;
 }
 
-/* The password as the options say: 0 = pw filled, 1 = none (token-only), -1 = failed (message printed). */
+/* The password as the options say: 0 = pw filled, 1 = none (token-only), -1 = failed, -2 = no way to
+ * ask (a usage error); messages printed. */
 static int get_password(const user_args *a, char pw[PW_BUF], int may_omit) {
     int rc = 0;
     char again[PW_BUF];
@@ -172,14 +191,16 @@ static int get_password(const user_args *a, char pw[PW_BUF], int may_omit) {
     } else {
         FILE *tty = isatty(STDIN_FILENO) ? fopen("/dev/tty", "r+") : NULL;
         if (!tty) {
-            fprintf(stderr, "concord user: no terminal to ask for a password: use --password-stdin or "
-                            "--password-file F%s\n",
+            fprintf(stderr,
+                    "concord user: no terminal to ask for a password: use --password-stdin or "
+                    "--password-file F%s\n",
                     strcmp(a->verb, "add") == 0 ? " (or --no-password for a token-only user)" : "");
-            rc = -1;
+            rc = -2; /* a usage error: say where the password comes from */
         } else {
             rc = prompt(tty, "New password: ", pw);
             if (rc == 0 && strlen(pw) < AUTH_MIN_PASSWORD) {
-                fprintf(stderr, "concord user: password too short: at least %d characters\n", AUTH_MIN_PASSWORD);
+                fprintf(stderr, "concord user: password too short: at least %d characters\n",
+                        AUTH_MIN_PASSWORD);
                 rc = -1;
             }
             if (rc == 0) rc = prompt(tty, "Again: ", again);
@@ -223,15 +244,15 @@ static int user_list(store *s, int as_json) {
     } else {
         size_t i;
         json_t *u;
-        printf("%-24s %-16s %-8s %-20s %-9s %-20s %s\n", "NAME", "ROLE", "ORG", "PRACTITIONER/PATIENT", "STATE",
-               "CREATED", "DISPLAY");
+        printf("%-24s %-16s %-8s %-20s %-9s %-20s %s\n", "NAME", "ROLE", "ORG", "PRACTITIONER/PATIENT",
+               "STATE", "CREATED", "DISPLAY");
         json_array_foreach(arr, i, u) {
             const char *who = strcmp(jstr(u, "patient"), "-") ? jstr(u, "patient") : jstr(u, "practitioner");
-            const char *state = json_is_true(json_object_get(u, "disabled")) ? "disabled"
+            const char *state = json_is_true(json_object_get(u, "disabled"))   ? "disabled"
                                 : json_is_true(json_object_get(u, "password")) ? "active"
-                                                                                : "tokens";
-            printf("%-24s %-16s %-8s %-20s %-9s %-20s %s\n", jstr(u, "name"), jstr(u, "role"), jstr(u, "org"), who,
-                   state, jstr(u, "created"), jstr(u, "display"));
+                                                                               : "tokens";
+            printf("%-24s %-16s %-8s %-20s %-9s %-20s %s\n", jstr(u, "name"), jstr(u, "role"), jstr(u, "org"),
+                   who, state, jstr(u, "created"), jstr(u, "display"));
         }
     }
     json_decref(arr);
@@ -305,7 +326,7 @@ int cmd_user(int argc, char **argv) {
     if (is_add || is_reset) {
         int r = get_password(&a, pw, is_add && role == ROLE_SYSTEM);
         if (r < 0) {
-            rc = 1;
+            rc = r == -2 ? 2 : 1;
             goto out;
         }
         have_pw = r == 0;
@@ -327,7 +348,8 @@ int cmd_user(int argc, char **argv) {
         if (auth_user_add(s, &u, &e) != ST_OK)
             rc = fail("user add", &e);
         else
-            printf("user %s added (%s%s%s)%s\n", a.name, acc_role_label(role), a.org ? ", " : "", a.org ? a.org : "",
+            printf("user %s added (%s%s%s)%s\n", a.name, acc_role_label(role), a.org ? ", " : "",
+                   a.org ? a.org : "",
                    have_pw ? "" : "; no password: token sign-in only (`concord token create --user NAME`)");
     } else if (is_reset) {
         if (auth_user_set_password(s, a.name, pw, &e) != ST_OK)
@@ -361,14 +383,14 @@ static int token_list(store *s, const char *user, int as_json) {
     } else {
         size_t i;
         json_t *t;
-        printf("%-6s %-24s %-8s %-20s %-20s %-20s %s\n", "KEY", "USER", "STATE", "CREATED", "EXPIRES", "LAST USED",
-               "LABEL");
+        printf("%-6s %-24s %-8s %-20s %-20s %-20s %s\n", "KEY", "USER", "STATE", "CREATED", "EXPIRES",
+               "LAST USED", "LABEL");
         json_array_foreach(arr, i, t) {
             const char *expires = json_is_null(json_object_get(t, "expires")) ? "never" : jstr(t, "expires");
             const char *used = json_is_null(json_object_get(t, "last_used")) ? "never" : jstr(t, "last_used");
             printf("%-6lld %-24s %-8s %-20s %-20s %-20s %s\n",
-                   (long long)json_integer_value(json_object_get(t, "key")), jstr(t, "user"), jstr(t, "state"),
-                   jstr(t, "created"), expires, used, jstr(t, "label"));
+                   (long long)json_integer_value(json_object_get(t, "key")), jstr(t, "user"),
+                   jstr(t, "state"), jstr(t, "created"), expires, used, jstr(t, "label"));
         }
     }
     json_decref(arr);
@@ -385,7 +407,8 @@ int cmd_token(int argc, char **argv) {
     err_clear(&e);
     if (rc) goto out;
     const char *v = a.verb ? a.verb : "";
-    int is_create = strcmp(v, "create") == 0, is_list = strcmp(v, "list") == 0, is_revoke = strcmp(v, "revoke") == 0;
+    int is_create = strcmp(v, "create") == 0, is_list = strcmp(v, "list") == 0,
+        is_revoke = strcmp(v, "revoke") == 0;
     if (!is_create && !is_list && !is_revoke) {
         rc = usage_token(a.verb ? "unknown subcommand '%s'" : NULL, v);
         goto out;
@@ -401,7 +424,8 @@ int cmd_token(int argc, char **argv) {
         goto out;
     }
     if (is_revoke && (!a.name || a.user || a.label || a.days)) {
-        rc = usage_token("revoke takes a token or a token key (from `concord token list`) and nothing else%s", "");
+        rc = usage_token("revoke takes a token or a token key (from `concord token list`) and nothing else%s",
+                         "");
         goto out;
     }
     if (is_list && (a.name || a.label || a.days)) {
@@ -425,16 +449,18 @@ int cmd_token(int argc, char **argv) {
             printf("%s\n", token);
             fflush(stdout);
             if (a.days)
-                fprintf(stderr, "concord: token for %s, valid for %d days; it is shown only this once\n", a.user,
-                        a.days);
+                fprintf(stderr, "concord: token for %s, valid for %d days; it is shown only this once\n",
+                        a.user, a.days);
             else
-                fprintf(stderr, "concord: token for %s, valid until revoked; it is shown only this once\n", a.user);
+                fprintf(stderr, "concord: token for %s, valid until revoked; it is shown only this once\n",
+                        a.user);
         }
     } else {
         if (auth_token_revoke(s, a.name, &e) != ST_OK)
             rc = fail("token revoke", &e);
         else
-            printf("token revoked (servers using this database refuse it within %d s)\n", AUTH_DEFAULT_CACHE_SEC);
+            printf("token revoked (servers using this database refuse it within %d s)\n",
+                   AUTH_DEFAULT_CACHE_SEC);
     }
 out:
     sodium_memzero(token, sizeof token);

@@ -274,6 +274,10 @@ static void test_threads_close_reopen_verify(void **state) {
     snprintf(sql, sizeof sql, "SELECT count(*) FROM audit_log WHERE seq = %lld AND hash = '%.64s'", (long long)n,
              r.head);
     assert_int_equal(sql_int(f, sql), 1);
+    char h[65];
+    assert_int_equal(audit_row_hash(f->s, n, h, &f->e), ST_OK);
+    assert_string_equal(h, r.head);
+    assert_int_equal(audit_row_hash(f->s, n + 1, h, &f->e), ST_NOT_FOUND);
 }
 
 /* A wait=1 append is committed when it returns: another connection sees it. */

@@ -80,8 +80,12 @@ static int setup_any(void **state, int pg) {
     return 0;
 }
 
-static int setup_sqlite(void **state) { return setup_any(state, 0); }
-static int setup_pg(void **state) { return setup_any(state, 1); }
+static int setup_sqlite(void **state) {
+    return setup_any(state, 0);
+}
+static int setup_pg(void **state) {
+    return setup_any(state, 1);
+}
 
 static int teardown(void **state) {
     fx *f = *state;
@@ -118,7 +122,9 @@ static void add_user(fx *f, const char *name, const char *role, const char *org,
     assert_int_equal(rc, ST_OK);
 }
 
-static void bearer_of(const char *token, char out[128]) { snprintf(out, 128, "Bearer %s", token); }
+static void bearer_of(const char *token, char out[128]) {
+    snprintf(out, 128, "Bearer %s", token);
+}
 
 /* Run SQL on this thread's connection (what another process, or a broken
  * database, would do behind auth's back). */
@@ -147,9 +153,11 @@ static status login(fx *f, auth *a, const char *user, const char *pw, const char
 
 static void test_roles_table(void **state) {
     (void)state;
-    static const char *names[] = {"gp", "practice-nurse", "consultant", "ed-clinician", "community-nurse",
-                                  "social-worker", "pharmacist", "mental-health", "mdg-coordinator", "analyst",
-                                  "admin", "privacy-officer", "patient", "system"};
+    static const char *names[] = {"gp",           "practice-nurse",  "consultant",
+                                  "ed-clinician", "community-nurse", "social-worker",
+                                  "pharmacist",   "mental-health",   "mdg-coordinator",
+                                  "analyst",      "admin",           "privacy-officer",
+                                  "patient",      "system"};
     assert_int_equal(sizeof names / sizeof names[0], ROLE_COUNT - 1);
     for (int r = ROLE_GP; r < ROLE_COUNT; r++) {
         assert_string_equal(acc_role_name((acc_role)r), names[r - 1]);
@@ -174,8 +182,12 @@ static void test_roles_table(void **state) {
 
 static void test_users_add_list_disable(void **state) {
     fx *f = *state;
-    auth_user_spec gp = {.name = "dr.jones", .display = "Dr Ann Jones", .role = "gp", .org = "Z90001",
-                         .practitioner = "pr-001", .password = PASSWORD};
+    auth_user_spec gp = {.name = "dr.jones",
+                         .display = "Dr Ann Jones",
+                         .role = "gp",
+                         .org = "Z90001",
+                         .practitioner = "pr-001",
+                         .password = PASSWORD};
     assert_int_equal(auth_user_add(f->s, &gp, &f->e), ST_OK);
     add_user(f, "mllp-rrk", "system", "RRK", NULL);
     add_user(f, "pat_1", "patient", NULL, PASSWORD);
@@ -227,7 +239,12 @@ static void test_users_add_list_disable(void **state) {
 
 static void test_users_bad_input_refused(void **state) {
     fx *f = *state;
-    static const char *bad_names[] = {"a", "Alice", "with space", "semi;colon", "quote'", "",
+    static const char *bad_names[] = {"a",
+                                      "Alice",
+                                      "with space",
+                                      "semi;colon",
+                                      "quote'",
+                                      "",
                                       "x234567890123456789012345678901234567890123456789012345678901234"};
     for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
         auth_user_spec u = {.name = bad_names[i], .role = "admin", .password = PASSWORD};
@@ -249,7 +266,8 @@ static void test_users_bad_input_refused(void **state) {
         {{.name = "bob", .role = "gp", .org = "Z9 0001", .password = PASSWORD}, "org"},
         {{.name = "bob", .role = "patient", .password = PASSWORD}, "patient"},
         {{.name = "bob", .role = "gp", .org = "Z90001", .patient_id = "p1", .password = PASSWORD}, "patient"},
-        {{.name = "bob", .role = "gp", .org = "Z90001", .practitioner = "a/b", .password = PASSWORD}, "practitioner"},
+        {{.name = "bob", .role = "gp", .org = "Z90001", .practitioner = "a/b", .password = PASSWORD},
+         "practitioner"},
         {{.name = "bob", .role = "admin", .display = "line\nbreak", .password = PASSWORD}, "display"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -276,8 +294,12 @@ static void test_users_bad_input_refused(void **state) {
 
 static void test_login_new_session_each_time(void **state) {
     fx *f = *state;
-    auth_user_spec gp = {.name = "dr.jones", .display = "Dr Ann Jones", .role = "gp", .org = "Z90001",
-                         .practitioner = "pr-001", .password = PASSWORD};
+    auth_user_spec gp = {.name = "dr.jones",
+                         .display = "Dr Ann Jones",
+                         .role = "gp",
+                         .org = "Z90001",
+                         .practitioner = "pr-001",
+                         .password = PASSWORD};
     assert_int_equal(auth_user_add(f->s, &gp, &f->e), ST_OK);
     acc_principal p1, p2, ps;
     char sid1[72], sid2[72];
@@ -287,7 +309,7 @@ static void test_login_new_session_each_time(void **state) {
     assert_string_not_equal(sid1, sid2);
     assert_string_not_equal(p1.session, p2.session);
     assert_string_not_equal(p1.csrf, p2.csrf);
-    assert_int_equal(strlen(p1.session), 64);     /* the hash, not the id */
+    assert_int_equal(strlen(p1.session), 64); /* the hash, not the id */
     assert_null(strstr(p1.session, sid1));
     assert_true(strlen(p1.csrf) >= 32);
     assert_int_equal(p1.via, ACC_VIA_SESSION);
@@ -501,7 +523,8 @@ static void test_token_revoked_at_once(void **state) {
     assert_int_equal(auth_bearer(f->a, h2, NULL, &p, &f->e), ST_UNAUTHENTICATED);
     assert_int_equal(auth_token_revoke(f->s, key, &f->e), ST_OK); /* again: no change */
     assert_int_equal(auth_token_revoke(f->s, "999999", &f->e), ST_NOT_FOUND);
-    assert_int_equal(auth_token_revoke(f->s, "cct_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &f->e), ST_NOT_FOUND);
+    assert_int_equal(auth_token_revoke(f->s, "cct_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &f->e),
+                     ST_NOT_FOUND);
     assert_int_equal(auth_token_revoke(f->s, "cct_short", &f->e), ST_INVALID);
     assert_int_equal(auth_token_revoke(f->s, "1 OR 1=1", &f->e), ST_INVALID);
 }
@@ -537,7 +560,8 @@ static void test_token_cache_no_sql(void **state) {
     bearer_of(t, h);
     assert_int_equal(auth_bearer(f->a, h, NULL, &p, &f->e), ST_OK);
     sql_exec(f, "ALTER TABLE acc_token RENAME TO acc_token_away");
-    for (int i = 0; i < 100; i++) assert_int_equal(auth_bearer(f->a, h, NULL, &p, &f->e), ST_OK);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(auth_bearer(f->a, h, NULL, &p, &f->e), ST_OK);
     sql_exec(f, "ALTER TABLE acc_token_away RENAME TO acc_token");
 }
 
@@ -634,16 +658,21 @@ static void test_malformed_refused_without_db(void **state) {
     }
     assert_non_null(strstr(f->e.msg, "longer than 512"));
     /* well-formed: the database is asked (and, here, fails) */
-    assert_int_equal(auth_bearer(f->a, "Bearer cct_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", NULL, &p, &f->e),
-                     ST_IO);
+    assert_int_equal(
+        auth_bearer(f->a, "Bearer cct_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", NULL, &p, &f->e), ST_IO);
 
-    const char *bad_sessions[] = {NULL, "", "short", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    const char *bad_sessions[] = {NULL,
+                                  "",
+                                  "short",
+                                  "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
                                   "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-                                  "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA;", big};
+                                  "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA;",
+                                  big};
     for (size_t i = 0; i < sizeof bad_sessions / sizeof bad_sessions[0]; i++)
         assert_int_equal(auth_session(f->a, bad_sessions[i], NULL, &p, &f->e), ST_UNAUTHENTICATED);
     assert_int_equal(auth_logout(f->a, "short", &f->e), ST_OK); /* nothing to end */
-    assert_int_equal(auth_session(f->a, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", NULL, &p, &f->e), ST_IO);
+    assert_int_equal(auth_session(f->a, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", NULL, &p, &f->e),
+                     ST_IO);
     sql_exec(f, "ALTER TABLE acc_token_away RENAME TO acc_token");
     sql_exec(f, "ALTER TABLE acc_session_away RENAME TO acc_session");
 }
@@ -710,7 +739,7 @@ static void test_logout(void **state) {
     assert_int_equal(auth_logout(f->a, sid1, &f->e), ST_OK);
     assert_int_equal(auth_session(f->a, sid1, NULL, &p, &f->e), ST_UNAUTHENTICATED);
     assert_non_null(strstr(f->e.msg, "ended"));
-    assert_int_equal(auth_logout(f->a, sid1, &f->e), ST_OK); /* idempotent */
+    assert_int_equal(auth_logout(f->a, sid1, &f->e), ST_OK);            /* idempotent */
     assert_int_equal(auth_session(f->a, sid2, NULL, &p, &f->e), ST_OK); /* the other session lives */
     /* a password reset signs every session out */
     assert_int_equal(auth_user_set_password(f->s, "ann", "a brand new password", &f->e), ST_OK);
@@ -753,18 +782,18 @@ static void test_cookies(void **state) {
     char v[64];
     assert_int_equal(auth_cookie_value("concord_session=abc", "concord_session", v, sizeof v), 1);
     assert_string_equal(v, "abc");
-    assert_int_equal(auth_cookie_value("theme=dark; concord_session=xyz; lang=en", "concord_session", v, sizeof v),
-                     1);
+    assert_int_equal(
+        auth_cookie_value("theme=dark; concord_session=xyz; lang=en", "concord_session", v, sizeof v), 1);
     assert_string_equal(v, "xyz");
-    assert_int_equal(auth_cookie_value("theme=dark;concord_session = \"q1\" ;x=y", "concord_session", v, sizeof v),
-                     1);
+    assert_int_equal(
+        auth_cookie_value("theme=dark;concord_session = \"q1\" ;x=y", "concord_session", v, sizeof v), 1);
     assert_string_equal(v, "q1");
-    assert_int_equal(auth_cookie_value("xconcord_session=no; concord_sessionx=no", "concord_session", v, sizeof v),
-                     0);
+    assert_int_equal(
+        auth_cookie_value("xconcord_session=no; concord_sessionx=no", "concord_session", v, sizeof v), 0);
     assert_string_equal(v, "");
-    assert_int_equal(auth_cookie_value("concord_session=first; concord_session=second", "concord_session", v,
-                                       sizeof v),
-                     1);
+    assert_int_equal(
+        auth_cookie_value("concord_session=first; concord_session=second", "concord_session", v, sizeof v),
+        1);
     assert_string_equal(v, "first");
     assert_int_equal(auth_cookie_value("flag; concord_session=ok", "concord_session", v, sizeof v), 1);
     assert_string_equal(v, "ok");
@@ -812,7 +841,8 @@ static void *bearer_worker(void *arg) {
     err e;
     for (int i = 0; i < 300; i++) {
         acc_principal p;
-        if (auth_bearer(w->f->a, w->hdr[i % 2], "10.9.9.9", &p, &e) == ST_OK && p.role == ROLE_SYSTEM) w->ok++;
+        if (auth_bearer(w->f->a, w->hdr[i % 2], "10.9.9.9", &p, &e) == ST_OK && p.role == ROLE_SYSTEM)
+            w->ok++;
     }
     acc_principal p;
     if (auth_login(w->f->a, "ann", PASSWORD, "10.9.9.9", &p, w->sid, &e) == ST_OK) w->logins++;
@@ -838,11 +868,13 @@ static void test_threads(void **state) {
         w[i].hdr[1] = h2;
         assert_int_equal(pthread_create(&th[i], NULL, bearer_worker, &w[i]), 0);
     }
-    for (int i = 0; i < N; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
     for (int i = 0; i < N; i++) {
         assert_int_equal(w[i].ok, 300);
         assert_int_equal(w[i].logins, 1);
-        for (int j = 0; j < i; j++) assert_string_not_equal(w[i].sid, w[j].sid);
+        for (int j = 0; j < i; j++)
+            assert_string_not_equal(w[i].sid, w[j].sid);
     }
 }
 
@@ -877,7 +909,8 @@ static void test_threads(void **state) {
 
 static void test_postgresql_skipped(void **state) {
     (void)state;
-    print_message("skipped: CONCORD_TEST_PG not set (run under tests/with-postgres.sh for the PostgreSQL backend)\n");
+    print_message(
+        "skipped: CONCORD_TEST_PG not set (run under tests/with-postgres.sh for the PostgreSQL backend)\n");
     skip();
 }
 
