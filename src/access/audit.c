@@ -62,24 +62,39 @@
 #include "../store/store_int.h"
 #include "access.h"
 
-#define KEY_BYTES 32
-#define HASH_HEX 64
-#define SHORT_FIELD_MAX 256    /* bytes kept of short fields */
-#define LONG_FIELD_MAX 2000   /* bytes kept of reason and request */
-#define EAGER_BATCH 1024 /* this many waiting: write now, not at the end of flush_ms */
-#define VERIFY_PAGE 2000
+#define KEY_BYTES        32
+#define HASH_HEX         64
+#define SHORT_FIELD_MAX  256  /* bytes kept of short fields */
+#define LONG_FIELD_MAX   2000 /* bytes kept of reason and request */
+#define EAGER_BATCH      1024 /* this many waiting: write now, not at the end of flush_ms */
+#define VERIFY_PAGE      2000
 #define CONFLICT_RETRIES 5
 
-static const char zero_hash[HASH_HEX + 1] = "0000000000000000000000000000000000000000000000000000000000000000";
+static const char zero_hash[HASH_HEX + 1] =
+    "0000000000000000000000000000000000000000000000000000000000000000";
 
 /* What the writer appends when the anchor does not name the last row. */
-#define MISMATCH_SOURCE "audit-writer"
+#define MISMATCH_SOURCE  "audit-writer"
 #define MISMATCH_REQUEST "audit anchor-mismatch"
 
 /* ---- rows --------------------------------------------------------------- */
 
 /* The text columns of a row, and its integer columns, in table order. */
-enum { T_USER, T_ROLE, T_ORG, T_ACTION, T_OUTCOME, T_RTYPE, T_RID, T_PATIENT, T_PURPOSE, T_REASON, T_SOURCE, T_REQUEST, NT };
+enum {
+    T_USER,
+    T_ROLE,
+    T_ORG,
+    T_ACTION,
+    T_OUTCOME,
+    T_RTYPE,
+    T_RID,
+    T_PATIENT,
+    T_PURPOSE,
+    T_REASON,
+    T_SOURCE,
+    T_REQUEST,
+    NT
+};
 enum { I_AT, I_STATUS, I_PKEY, NI };
 
 typedef struct arow {
@@ -96,19 +111,31 @@ static const struct column {
     int idx;
     size_t max; /* text: bytes kept */
 } columns[] = {
-    {0, I_AT, 0},          {1, T_USER, SHORT_FIELD_MAX},    {1, T_ROLE, SHORT_FIELD_MAX},   {1, T_ORG, SHORT_FIELD_MAX},
-    {1, T_ACTION, SHORT_FIELD_MAX}, {1, T_OUTCOME, SHORT_FIELD_MAX}, {0, I_STATUS, 0},          {1, T_RTYPE, SHORT_FIELD_MAX},
-    {1, T_RID, SHORT_FIELD_MAX}, {0, I_PKEY, 0},            {1, T_PATIENT, SHORT_FIELD_MAX}, {1, T_PURPOSE, SHORT_FIELD_MAX},
-    {1, T_REASON, LONG_FIELD_MAX}, {1, T_SOURCE, SHORT_FIELD_MAX}, {1, T_REQUEST, LONG_FIELD_MAX},
+    {0, I_AT, 0},
+    {1, T_USER, SHORT_FIELD_MAX},
+    {1, T_ROLE, SHORT_FIELD_MAX},
+    {1, T_ORG, SHORT_FIELD_MAX},
+    {1, T_ACTION, SHORT_FIELD_MAX},
+    {1, T_OUTCOME, SHORT_FIELD_MAX},
+    {0, I_STATUS, 0},
+    {1, T_RTYPE, SHORT_FIELD_MAX},
+    {1, T_RID, SHORT_FIELD_MAX},
+    {0, I_PKEY, 0},
+    {1, T_PATIENT, SHORT_FIELD_MAX},
+    {1, T_PURPOSE, SHORT_FIELD_MAX},
+    {1, T_REASON, LONG_FIELD_MAX},
+    {1, T_SOURCE, SHORT_FIELD_MAX},
+    {1, T_REQUEST, LONG_FIELD_MAX},
 };
 #define NCOLUMNS ((int)(sizeof columns / sizeof columns[0]))
 _Static_assert(sizeof columns / sizeof columns[0] == NT + NI, "every column once");
 
-#define AUDIT_COLS                                                                                                 \
-    "seq, at, user_name, role, org, action, outcome, status, rtype, rid, pkey, patient_id, purpose, reason, "    \
+#define AUDIT_COLS                                                                                           \
+    "seq, at, user_name, role, org, action, outcome, status, rtype, rid, pkey, patient_id, purpose, "        \
+    "reason, "                                                                                               \
     "source, request, prev, hash"
-#define ROW_PARAMS "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-#define ROWS_4 ROW_PARAMS ", " ROW_PARAMS ", " ROW_PARAMS ", " ROW_PARAMS
+#define ROW_PARAMS   "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#define ROWS_4       ROW_PARAMS ", " ROW_PARAMS ", " ROW_PARAMS ", " ROW_PARAMS
 #define INSERT_CHUNK 16
 
 static void ns_bytes(crypto_generichash_state *h, const char *p, size_t n) {
@@ -135,7 +162,8 @@ static void to_hex(const unsigned char *b, size_t n, char *out) {
 }
 
 /* hash of row `r` following `prev` (64 hex chars), as hex into out[65]. */
-static void row_hash(const unsigned char key[KEY_BYTES], const char *prev, const arow *r, char out[HASH_HEX + 1]) {
+static void row_hash(const unsigned char key[KEY_BYTES], const char *prev, const arow *r,
+                     char out[HASH_HEX + 1]) {
     crypto_generichash_state h;
     unsigned char md[32];
     crypto_generichash_init(&h, key, KEY_BYTES, sizeof md);
@@ -143,21 +171,26 @@ static void row_hash(const unsigned char key[KEY_BYTES], const char *prev, const
     ns_int(&h, r->seq);
     for (int i = 0; i < NCOLUMNS; i++) {
         const struct column *c = &columns[i];
-        if (c->text) ns_bytes(&h, r->txt[c->idx], r->len[c->idx]);
-        else ns_int(&h, r->num[c->idx]);
+        if (c->text)
+            ns_bytes(&h, r->txt[c->idx], r->len[c->idx]);
+        else
+            ns_int(&h, r->num[c->idx]);
     }
     crypto_generichash_final(&h, md, sizeof md);
     to_hex(md, sizeof md, out);
 }
 
 /* Bind row `r` with its prev and hash at parameters first..first+17. */
-static void bind_row(const db_driver *drv, db_stmt *st, int first, const arow *r, const char *prev, const char *hash) {
+static void bind_row(const db_driver *drv, db_stmt *st, int first, const arow *r, const char *prev,
+                     const char *hash) {
     int p = first;
     drv->bind_int(st, p++, r->seq);
     for (int i = 0; i < NCOLUMNS; i++) {
         const struct column *c = &columns[i];
-        if (c->text) drv->bind_text(st, p++, r->txt[c->idx], (int)r->len[c->idx]);
-        else drv->bind_int(st, p++, r->num[c->idx]);
+        if (c->text)
+            drv->bind_text(st, p++, r->txt[c->idx], (int)r->len[c->idx]);
+        else
+            drv->bind_int(st, p++, r->num[c->idx]);
     }
     drv->bind_text(st, p++, prev, HASH_HEX);
     drv->bind_text(st, p, hash, HASH_HEX);
@@ -165,8 +198,8 @@ static void bind_row(const db_driver *drv, db_stmt *st, int first, const arow *r
 
 /* Read a row selected with AUDIT_COLS; strings point into the statement's
  * row (valid until the next step). prev and hash may be NULL. */
-static void read_row(const db_driver *drv, db_stmt *st, arow *r, const char **prev, size_t *nprev, const char **hash,
-                     size_t *nhash) {
+static void read_row(const db_driver *drv, db_stmt *st, arow *r, const char **prev, size_t *nprev,
+                     const char **hash, size_t *nhash) {
     int col = 0;
     r->seq = drv->col_int(st, col++);
     for (int i = 0; i < NCOLUMNS; i++) {
@@ -194,10 +227,14 @@ static size_t utf8_seq(const unsigned char *p, size_t n) {
     unsigned c = p[0];
     size_t len;
     if (c < 0x80) return c ? 1 : 0;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4;
-    else return 0;
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        len = 3;
+    else if (c >= 0xF0 && c <= 0xF4)
+        len = 4;
+    else
+        return 0;
     if (n < len) return 0;
     for (size_t i = 1; i < len; i++)
         if ((p[i] & 0xC0) != 0x80) return 0;
@@ -213,7 +250,8 @@ static size_t kept_length(const char *s, size_t max) {
     size_t n = strnlen(s, max + 1);
     if (n <= max) return n;
     n = max;
-    for (int back = 0; back < 3 && n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80; back++) n--;
+    for (int back = 0; back < 3 && n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80; back++)
+        n--;
     return n;
 }
 
@@ -269,16 +307,18 @@ static status key_load(const char *path, int create, unsigned char key[KEY_BYTES
     *created = 0;
     if (!path || !*path) return err_set(e, ST_INVALID, "required", NULL, "no access log key file given");
     for (int attempt = 0; attempt < 2; attempt++) {
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        fd = open(path, O_RDONLY | O_CLOEXEC); /* a symlink is fine (mounted secrets) */
         if (fd >= 0 || errno != ENOENT || !create) break;
         if (mkdir_parents(path) != 0) {
-            rc = err_set(e, ST_IO, "exception", NULL, "cannot create the directory for %s: %s", path, strerror(errno));
+            rc = err_set(e, ST_IO, "exception", NULL, "cannot create the directory for %s: %s", path,
+                         strerror(errno));
             goto out;
         }
         int wfd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (wfd < 0 && errno == EEXIST) continue; /* another process made it: read theirs */
         if (wfd < 0) {
-            rc = err_set(e, ST_IO, "exception", NULL, "cannot create the access log key %s: %s", path, strerror(errno));
+            rc = err_set(e, ST_IO, "exception", NULL, "cannot create the access log key %s: %s", path,
+                         strerror(errno));
             goto out;
         }
         randombytes_buf(key, KEY_BYTES);
@@ -287,17 +327,20 @@ static status key_load(const char *path, int create, unsigned char key[KEY_BYTES
         close(wfd);
         if (!ok) {
             unlink(path);
-            rc = err_set(e, ST_IO, "exception", NULL, "cannot write the access log key %s: %s", path, strerror(saved));
+            rc = err_set(e, ST_IO, "exception", NULL, "cannot write the access log key %s: %s", path,
+                         strerror(saved));
             goto out;
         }
         fsync_parent(path);
         *created = 1;
-        log_info("audit: created a new access log key in %s (keep it safe: without it the log cannot be verified)",
-                 path);
+        log_info(
+            "audit: created a new access log key in %s (keep it safe: without it the log cannot be verified)",
+            path);
         goto out;
     }
     if (fd < 0) {
-        rc = err_set(e, ST_IO, "exception", NULL, "cannot open the access log key %s: %s", path, strerror(errno));
+        rc = err_set(e, ST_IO, "exception", NULL, "cannot open the access log key %s: %s", path,
+                     strerror(errno));
         goto out;
     }
     struct stat sb;
@@ -306,8 +349,8 @@ static status key_load(const char *path, int create, unsigned char key[KEY_BYTES
         goto out;
     }
     if (sb.st_size != KEY_BYTES) {
-        rc = err_set(e, ST_INVALID, "invalid", NULL, "the access log key %s is %lld bytes, not %d: not a key", path,
-                     (long long)sb.st_size, KEY_BYTES);
+        rc = err_set(e, ST_INVALID, "invalid", NULL, "the access log key %s is %lld bytes, not %d: not a key",
+                     path, (long long)sb.st_size, KEY_BYTES);
         goto out;
     }
     if (read(fd, key, KEY_BYTES) != KEY_BYTES) {
@@ -399,14 +442,16 @@ static status read_last(const db_driver *drv, db *d, int64_t *seq, char hash[HAS
 
 static status step_done(const db_driver *drv, db_stmt *st, err *e) {
     int r = drv->step(st, e);
-    while (r == 1) r = drv->step(st, e);
+    while (r == 1)
+        r = drv->step(st, e);
     drv->done(st);
     return r < 0 ? e->code : ST_OK;
 }
 
 static status insert_anchor(const db_driver *drv, db *d, const char *key_id, err *e) {
-    static const char sql[] = "INSERT INTO audit_anchor (id, seq, hash, key_id, updated) VALUES (1, 0, ?, ?, ?)"
-                              " ON CONFLICT DO NOTHING";
+    static const char sql[] =
+        "INSERT INTO audit_anchor (id, seq, hash, key_id, updated) VALUES (1, 0, ?, ?, ?)"
+        " ON CONFLICT DO NOTHING";
     db_stmt *st = NULL;
     status rc = drv->prepare(d, sql, 1, &st, e);
     if (rc != ST_OK) return rc;
@@ -467,9 +512,10 @@ static int ts_reached(const struct timespec *t) {
 
 static qev *qev_copy(const audit_event *ev) {
     const char *src[NT] = {
-        [T_USER] = ev->user,       [T_ROLE] = ev->role,       [T_ORG] = ev->org,         [T_ACTION] = ev->action,
-        [T_OUTCOME] = ev->outcome, [T_RTYPE] = ev->rtype,     [T_RID] = ev->rid,         [T_PATIENT] = ev->patient_id,
-        [T_PURPOSE] = ev->purpose, [T_REASON] = ev->reason,   [T_SOURCE] = ev->source,   [T_REQUEST] = ev->request,
+        [T_USER] = ev->user,     [T_ROLE] = ev->role,          [T_ORG] = ev->org,
+        [T_ACTION] = ev->action, [T_OUTCOME] = ev->outcome,    [T_RTYPE] = ev->rtype,
+        [T_RID] = ev->rid,       [T_PATIENT] = ev->patient_id, [T_PURPOSE] = ev->purpose,
+        [T_REASON] = ev->reason, [T_SOURCE] = ev->source,      [T_REQUEST] = ev->request,
     };
     size_t keep[NT], total = 0;
     for (int i = 0; i < NCOLUMNS; i++) {
@@ -516,13 +562,14 @@ static status insert_rows(audit_log *a, const db_driver *drv, db *d, arow *const
 }
 
 /* The event that records an anchor that did not name the last row. */
-static void mismatch_event(const anchor *an, int64_t last_seq, const char *last_hash, char *reason, size_t nreason,
-                           qev *q) {
+static void mismatch_event(const anchor *an, int64_t last_seq, const char *last_hash, char *reason,
+                           size_t nreason, qev *q) {
     if (!an->found)
-        snprintf(reason, nreason,
-                 "the access log's anchor was missing when the writer resumed after seq %lld (hash %.16s...): it "
-                 "may have been deleted",
-                 (long long)last_seq, last_hash);
+        snprintf(
+            reason, nreason,
+            "the access log's anchor was missing when the writer resumed after seq %lld (hash %.16s...): it "
+            "may have been deleted",
+            (long long)last_seq, last_hash);
     else
         snprintf(reason, nreason,
                  "the access log's anchor named seq %lld (hash %.16s...) but the log ended at seq %lld (hash "
@@ -536,9 +583,9 @@ static void mismatch_event(const anchor *an, int64_t last_seq, const char *last_
                       .source = MISMATCH_SOURCE,
                       .request = MISMATCH_REQUEST};
     memset(q, 0, sizeof *q);
-    const char *src[NT] = {[T_USER] = ev.user,     [T_ROLE] = ev.role,     [T_ACTION] = ev.action,
-                           [T_OUTCOME] = ev.outcome, [T_REASON] = ev.reason, [T_SOURCE] = ev.source,
-                           [T_REQUEST] = ev.request};
+    const char *src[NT] = {
+        [T_USER] = ev.user,     [T_ROLE] = ev.role,     [T_ACTION] = ev.action,  [T_OUTCOME] = ev.outcome,
+        [T_REASON] = ev.reason, [T_SOURCE] = ev.source, [T_REQUEST] = ev.request};
     for (int i = 0; i < NT; i++) {
         q->r.txt[i] = src[i] ? src[i] : "";
         q->r.len[i] = strlen(q->r.txt[i]);
@@ -548,8 +595,8 @@ static void mismatch_event(const anchor *an, int64_t last_seq, const char *last_
 
 /* One batch: ring[head .. head+n) in one transaction, after the anchor
  * check; the anchor moves to the new head. */
-static status write_batch_once(audit_log *a, size_t head, size_t n, int64_t *head_seq, char head_hash[HASH_HEX + 1],
-                               err *e) {
+static status write_batch_once(audit_log *a, size_t head, size_t n, int64_t *head_seq,
+                               char head_hash[HASH_HEX + 1], err *e) {
     const db_driver *drv = a->s->drv;
     store_txn *tx = NULL;
     anchor an;
@@ -578,12 +625,14 @@ static status write_batch_once(audit_log *a, size_t head, size_t n, int64_t *hea
     }
     for (size_t i = 0; i < n;) {
         int k = n - i >= INSERT_CHUNK ? INSERT_CHUNK : 1;
-        for (int j = 0; j < k; j++) rows[j] = &a->ring[(head + i + (size_t)j) % AUDIT_QUEUE_MAX]->r;
+        for (int j = 0; j < k; j++)
+            rows[j] = &a->ring[(head + i + (size_t)j) % AUDIT_QUEUE_MAX]->r;
         rc = insert_rows(a, drv, d, rows, k, &seq, prev, e);
         if (rc != ST_OK) goto out;
         i += (size_t)k;
     }
-    static const char upd[] = "UPDATE audit_anchor SET seq = ?, hash = ?, key_id = ?, updated = ? WHERE id = 1";
+    static const char upd[] =
+        "UPDATE audit_anchor SET seq = ?, hash = ?, key_id = ?, updated = ? WHERE id = 1";
     db_stmt *st = NULL;
     rc = drv->prepare(d, upd, 1, &st, e);
     if (rc != ST_OK) goto out;
@@ -604,8 +653,8 @@ out:
     return rc;
 }
 
-static status write_batch(audit_log *a, size_t head, size_t n, int64_t *head_seq, char head_hash[HASH_HEX + 1],
-                          err *e) {
+static status write_batch(audit_log *a, size_t head, size_t n, int64_t *head_seq,
+                          char head_hash[HASH_HEX + 1], err *e) {
     status rc;
     int attempt = 0;
     do { /* ST_CONFLICT: another writer took the same seq first; start again from its head */
@@ -663,7 +712,8 @@ static void *writer_main(void *arg) {
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);
         ts_add_ms(&until, backoff_ms);
-        while (!a->stop && !ts_reached(&until)) pthread_cond_timedwait(&a->work, &a->mu, &until);
+        while (!a->stop && !ts_reached(&until))
+            pthread_cond_timedwait(&a->work, &a->mu, &until);
         a->urgent = 1; /* do not wait for another window */
     }
 exit:
@@ -702,9 +752,10 @@ static status check_log(audit_log *a, err *e) {
     memcpy(a->head_hash, last_hash, sizeof last_hash);
     log_info("audit: access log head %lld:%s", (long long)last, last_hash);
     if ((!an.found && last > 0) || (an.found && (an.seq != last || strcmp(an.hash, last_hash) != 0)))
-        log_warn("audit: the access log's anchor (seq %lld) does not name its last row (seq %lld): rows may have "
-                 "been removed; appending continues from the last row and records this",
-                 (long long)an.seq, (long long)last);
+        log_warn(
+            "audit: the access log's anchor (seq %lld) does not name its last row (seq %lld): rows may have "
+            "been removed; appending continues from the last row and records this",
+            (long long)an.seq, (long long)last);
     rc = store_commit(tx, e);
     tx = NULL;
 out:
@@ -717,7 +768,8 @@ status audit_open(store *s, const audit_config *cfg, audit_log **out, err *e) {
     int created = 0;
     pthread_condattr_t ca;
     *out = NULL;
-    if (sodium_init() < 0) return err_set(e, ST_INTERNAL, "exception", NULL, "libsodium failed to initialise");
+    if (sodium_init() < 0)
+        return err_set(e, ST_INTERNAL, "exception", NULL, "libsodium failed to initialise");
     audit_log *a = calloc(1, sizeof *a);
     if (!a) return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
     a->s = s;
@@ -764,7 +816,8 @@ status audit_append(audit_log *a, const audit_event *ev, int wait, err *e) {
     if (!q) return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
     wait = wait || a->sync_reads;
     pthread_mutex_lock(&a->mu);
-    while (a->count == AUDIT_QUEUE_MAX && !a->exited) pthread_cond_wait(&a->room, &a->mu);
+    while (a->count == AUDIT_QUEUE_MAX && !a->exited)
+        pthread_cond_wait(&a->room, &a->mu);
     if (a->exited || !a->started) {
         rc = err_set(e, ST_IO, "exception", NULL, "the access log is closed");
         goto out;
@@ -783,7 +836,8 @@ status audit_append(audit_log *a, const audit_event *ev, int wait, err *e) {
     if (wait) a->urgent = 1;
     if (wake) pthread_cond_signal(&a->work);
     if (!wait) goto out;
-    while (a->durable < ticket && a->failed_through < ticket && !a->exited) pthread_cond_wait(&a->done, &a->mu);
+    while (a->durable < ticket && a->failed_through < ticket && !a->exited)
+        pthread_cond_wait(&a->done, &a->mu);
     if (a->durable < ticket)
         rc = err_set(e, ST_IO, "exception", NULL, "the access log could not be written: %s",
                      a->last_err.msg[0] ? a->last_err.msg : "closed");
@@ -801,7 +855,8 @@ void audit_flush(audit_log *a) {
         a->flush_req = 1;
         pthread_cond_signal(&a->work);
     }
-    while (a->durable < target && a->failed_through < target && !a->exited) pthread_cond_wait(&a->done, &a->mu);
+    while (a->durable < target && a->failed_through < target && !a->exited)
+        pthread_cond_wait(&a->done, &a->mu);
     pthread_mutex_unlock(&a->mu);
 }
 
@@ -824,8 +879,9 @@ void audit_close(audit_log *a) {
         log_error("audit: unwritten access log event: at=%lld user=%s role=%s org=%s action=%s outcome=%s "
                   "status=%lld what=%s/%s patient=%s purpose=%s reason=%s source=%s request=%s",
                   (long long)r->num[I_AT], r->txt[T_USER], r->txt[T_ROLE], r->txt[T_ORG], r->txt[T_ACTION],
-                  r->txt[T_OUTCOME], (long long)r->num[I_STATUS], r->txt[T_RTYPE], r->txt[T_RID], r->txt[T_PATIENT],
-                  r->txt[T_PURPOSE], r->txt[T_REASON], r->txt[T_SOURCE], r->txt[T_REQUEST]);
+                  r->txt[T_OUTCOME], (long long)r->num[I_STATUS], r->txt[T_RTYPE], r->txt[T_RID],
+                  r->txt[T_PATIENT], r->txt[T_PURPOSE], r->txt[T_REASON], r->txt[T_SOURCE],
+                  r->txt[T_REQUEST]);
         free(q);
     }
     free(a->ring);
@@ -848,12 +904,13 @@ typedef struct verify_state {
     const unsigned char *key;
     int key_mismatch;
     char want_key_id[HASH_HEX + 1], key_id[HASH_HEX + 1];
-    int64_t last;                /* last seq checked */
-    char prev[HASH_HEX + 1];     /* its hash */
+    int64_t last;            /* last seq checked */
+    char prev[HASH_HEX + 1]; /* its hash */
     audit_verify_result *out;
 } verify_state;
 
-static void verify_fail(verify_state *v, int64_t seq, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void verify_fail(verify_state *v, int64_t seq, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void verify_fail(verify_state *v, int64_t seq, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -864,18 +921,20 @@ static void verify_fail(verify_state *v, int64_t seq, const char *fmt, ...) {
 }
 
 /* Check one row against the chain so far; 0 = fine, -1 = broken (out filled). */
-static int verify_row(verify_state *v, const arow *r, const char *prev, size_t nprev, const char *hash, size_t nhash) {
+static int verify_row(verify_state *v, const arow *r, const char *prev, size_t nprev, const char *hash,
+                      size_t nhash) {
     char want[HASH_HEX + 1];
     int64_t expect = v->last + 1;
     if (r->seq != expect) {
         if (r->seq > expect && expect == r->seq - 1)
-            verify_fail(v, expect, "row %lld is missing (deleted): the log goes from %lld to %lld", (long long)expect,
-                        (long long)v->last, (long long)r->seq);
+            verify_fail(v, expect, "row %lld is missing (deleted): the log goes from %lld to %lld",
+                        (long long)expect, (long long)v->last, (long long)r->seq);
         else if (r->seq > expect)
             verify_fail(v, expect, "rows %lld to %lld are missing (deleted): the log goes from %lld to %lld",
                         (long long)expect, (long long)(r->seq - 1), (long long)v->last, (long long)r->seq);
         else
-            verify_fail(v, r->seq, "row %lld is out of order (expected %lld)", (long long)r->seq, (long long)expect);
+            verify_fail(v, r->seq, "row %lld is out of order (expected %lld)", (long long)r->seq,
+                        (long long)expect);
         return -1;
     }
     row_hash(v->key, v->prev, r, want);
@@ -886,10 +945,11 @@ static int verify_row(verify_state *v, const arow *r, const char *prev, size_t n
                         "%.16s...): row %lld does not verify with it",
                         v->key_id, v->want_key_id, (long long)r->seq);
         else if (nprev != HASH_HEX || memcmp(prev, v->prev, HASH_HEX) != 0)
-            verify_fail(v, r->seq, "row %lld does not follow row %lld: rows replaced or reordered", (long long)r->seq,
-                        (long long)v->last);
+            verify_fail(v, r->seq, "row %lld does not follow row %lld: rows replaced or reordered",
+                        (long long)r->seq, (long long)v->last);
         else
-            verify_fail(v, r->seq, "row %lld has been altered: its contents do not match its hash", (long long)r->seq);
+            verify_fail(v, r->seq, "row %lld has been altered: its contents do not match its hash",
+                        (long long)r->seq);
         return -1;
     }
     if (nprev != HASH_HEX || memcmp(prev, v->prev, HASH_HEX) != 0) {
@@ -943,7 +1003,8 @@ status audit_verify(store *s, const char *key_path, audit_verify_result *out, er
     memset(&v, 0, sizeof v);
     out->ok = 1;
     memcpy(out->head, zero_hash, sizeof zero_hash);
-    if (sodium_init() < 0) return err_set(e, ST_INTERNAL, "exception", NULL, "libsodium failed to initialise");
+    if (sodium_init() < 0)
+        return err_set(e, ST_INTERNAL, "exception", NULL, "libsodium failed to initialise");
     rc = key_load(key_path, 0, key, &created, e);
     if (rc != ST_OK) goto out;
     db *d = store_db(s, e);
@@ -976,24 +1037,29 @@ status audit_verify(store *s, const char *key_path, audit_verify_result *out, er
             if (rc != ST_OK || !out->ok) break;
             if (v.last > before) continue; /* appended meanwhile: check the anchor again */
             verify_fail(&v, v.last + 1,
-                        "the log ends at seq %lld but its anchor says %lld: rows %lld to %lld were removed from the end",
+                        "the log ends at seq %lld but its anchor says %lld: rows %lld to %lld were removed "
+                        "from the end",
                         (long long)v.last, (long long)an.seq, (long long)v.last + 1, (long long)an.seq);
         } else if (!an.found && v.last > 0) {
             verify_fail(&v, v.last, "the anchor is missing (deleted): the end of the log cannot be checked");
         } else if (an.found && an.seq < v.last) {
-            verify_fail(&v, an.seq + 1, "the anchor names seq %lld but the log goes on to %lld: the anchor was altered",
+            verify_fail(&v, an.seq + 1,
+                        "the anchor names seq %lld but the log goes on to %lld: the anchor was altered",
                         (long long)an.seq, (long long)v.last);
         } else if (an.found && an.seq > 0 && strcmp(an.hash, v.prev) != 0) {
-            verify_fail(&v, an.seq, "the anchor's hash does not match row %lld: the anchor or the row was replaced",
+            verify_fail(&v, an.seq,
+                        "the anchor's hash does not match row %lld: the anchor or the row was replaced",
                         (long long)an.seq);
         } else if (v.key_mismatch) {
             if (v.last == 0)
-                verify_fail(&v, 0, "the key does not match the one the log was written with (key id %.16s..., the "
-                                   "log's %.16s...)",
+                verify_fail(&v, 0,
+                            "the key does not match the one the log was written with (key id %.16s..., the "
+                            "log's %.16s...)",
                             v.key_id, v.want_key_id);
             else
-                verify_fail(&v, 0, "every row verifies with this key but the anchor names another key (%.16s...): "
-                                   "the anchor was altered",
+                verify_fail(&v, 0,
+                            "every row verifies with this key but the anchor names another key (%.16s...): "
+                            "the anchor was altered",
                             v.want_key_id);
         }
         break;
@@ -1022,26 +1088,28 @@ status audit_row_hash(store *s, int64_t seq, char out[HASH_HEX + 1], err *e) {
         copy_hex(out, t, n);
     }
     drv->done(st);
-    if (r < 0) rc = e->code;
-    else if (r == 0) rc = err_set(e, ST_NOT_FOUND, "not-found", NULL, "the access log has no row %lld", (long long)seq);
+    if (r < 0)
+        rc = e->code;
+    else if (r == 0)
+        rc = err_set(e, ST_NOT_FOUND, "not-found", NULL, "the access log has no row %lld", (long long)seq);
     return rc;
 }
 
 /* ---- query: rows as FHIR AuditEvents ----------------------------------- */
 
-#define DCM "http://dicom.nema.org/resources/ontology/DCM"
-#define REST_INTERACTION "http://hl7.org/fhir/restful-interaction"
+#define DCM                 "http://dicom.nema.org/resources/ontology/DCM"
+#define REST_INTERACTION    "http://hl7.org/fhir/restful-interaction"
 #define AUDIT_ACTION_SYSTEM "https://concord.example/CodeSystem/audit-action"
-#define ROLE_SYSTEM_URL "https://concord.example/CodeSystem/role"
-#define ODS_SYSTEM "https://fhir.nhs.uk/Id/ods-organization-code"
-#define ACT_REASON "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+#define ROLE_SYSTEM_URL     "https://concord.example/CodeSystem/role"
+#define ODS_SYSTEM          "https://fhir.nhs.uk/Id/ods-organization-code"
+#define ACT_REASON          "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 
 /* How each action appears in an AuditEvent. */
 static const struct action_def {
     const char *action;
-    const char *code;      /* AuditEvent.action */
-    const char *rest;      /* restful-interaction code, or NULL */
-    const char *dcm_sub;   /* DICOM subtype code (sign-in), or NULL */
+    const char *code;    /* AuditEvent.action */
+    const char *rest;    /* restful-interaction code, or NULL */
+    const char *dcm_sub; /* DICOM subtype code (sign-in), or NULL */
     const char *dcm_sub_display;
     const char *type_code; /* DICOM type for this action whether or not a patient is named, or NULL */
     const char *type_display;
@@ -1113,16 +1181,19 @@ static json_t *event_json(const arow *r) {
     else if (has_patient)
         json_object_set_new(ev, "type", coding(DCM, "110110", "Patient Record"));
     else if (ad && ad->rest)
-        json_object_set_new(ev, "type",
-                            coding("http://terminology.hl7.org/CodeSystem/audit-event-type", "rest", "RESTful Operation"));
+        json_object_set_new(
+            ev, "type",
+            coding("http://terminology.hl7.org/CodeSystem/audit-event-type", "rest", "RESTful Operation"));
     else
         json_object_set_new(ev, "type", coding(DCM, "110100", "Application Activity"));
     json_t *sub = json_array();
     if (ad && ad->rest) json_array_append_new(sub, coding(REST_INTERACTION, ad->rest, NULL));
     if (ad && ad->dcm_sub) json_array_append_new(sub, coding(DCM, ad->dcm_sub, ad->dcm_sub_display));
     if (r->txt[T_ACTION][0]) json_array_append_new(sub, coding(AUDIT_ACTION_SYSTEM, r->txt[T_ACTION], NULL));
-    if (json_array_size(sub)) json_object_set_new(ev, "subtype", sub);
-    else json_decref(sub);
+    if (json_array_size(sub))
+        json_object_set_new(ev, "subtype", sub);
+    else
+        json_decref(sub);
     json_object_set_new(ev, "action", json_string(ad ? ad->code : "E"));
 
     char when[32];
@@ -1148,19 +1219,24 @@ static json_t *event_json(const arow *r) {
         acc_role role = acc_role_parse(r->txt[T_ROLE]);
         const char *label = role != ROLE_NONE ? acc_role_label(role) : r->txt[T_ROLE];
         json_t *cc = json_object(), *codings = json_array();
-        json_array_append_new(codings, coding(ROLE_SYSTEM_URL, r->txt[T_ROLE], role != ROLE_NONE ? label : NULL));
+        json_array_append_new(codings,
+                              coding(ROLE_SYSTEM_URL, r->txt[T_ROLE], role != ROLE_NONE ? label : NULL));
         json_object_set_new(cc, "coding", codings);
         json_object_set_new(cc, "text", json_string(label));
         json_object_set_new(user, "role", json_pack("[o]", cc));
     }
-    json_object_set_new(user, "who", json_pack("{s:s}", "display", r->txt[T_USER][0] ? r->txt[T_USER] : "unknown"));
+    json_object_set_new(user, "who",
+                        json_pack("{s:s}", "display", r->txt[T_USER][0] ? r->txt[T_USER] : "unknown"));
     json_object_set_new(user, "requestor", json_true());
-    if (r->txt[T_SOURCE][0] && strcmp(r->txt[T_SOURCE], "cli") != 0 && strcmp(r->txt[T_SOURCE], MISMATCH_SOURCE) != 0)
-        json_object_set_new(user, "network", json_pack("{s:s,s:s}", "address", r->txt[T_SOURCE], "type", "2"));
+    if (r->txt[T_SOURCE][0] && strcmp(r->txt[T_SOURCE], "cli") != 0 &&
+        strcmp(r->txt[T_SOURCE], MISMATCH_SOURCE) != 0)
+        json_object_set_new(user, "network",
+                            json_pack("{s:s,s:s}", "address", r->txt[T_SOURCE], "type", "2"));
     json_array_append_new(agents, user);
     if (r->txt[T_ORG][0])
-        json_array_append_new(agents, json_pack("{s:{s:{s:s,s:s},s:s},s:b}", "who", "identifier", "system", ODS_SYSTEM,
-                                                "value", r->txt[T_ORG], "display", r->txt[T_ORG], "requestor", 0));
+        json_array_append_new(agents, json_pack("{s:{s:{s:s,s:s},s:s},s:b}", "who", "identifier", "system",
+                                                ODS_SYSTEM, "value", r->txt[T_ORG], "display", r->txt[T_ORG],
+                                                "requestor", 0));
     json_object_set_new(ev, "agent", agents);
     json_object_set_new(ev, "source", json_pack("{s:{s:s}}", "observer", "display", "concord"));
 
@@ -1173,10 +1249,12 @@ static json_t *event_json(const arow *r) {
     if (*rtype || (!*pid && (r->txt[T_REASON][0] || r->txt[T_REQUEST][0]))) {
         what = json_object();
         if (*rtype && *rid) json_object_set_new(what, "what", reference(rtype, rid));
-        if (*rtype) json_object_set_new(what, "type", coding("http://hl7.org/fhir/resource-types", rtype, NULL));
+        if (*rtype)
+            json_object_set_new(what, "type", coding("http://hl7.org/fhir/resource-types", rtype, NULL));
         else
-            json_object_set_new(what, "type",
-                                coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "2", "System Object"));
+            json_object_set_new(
+                what, "type",
+                coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "2", "System Object"));
         if (what_is_patient)
             json_object_set_new(what, "role",
                                 coding("http://terminology.hl7.org/CodeSystem/object-role", "1", "Patient"));
@@ -1185,16 +1263,21 @@ static json_t *event_json(const arow *r) {
     if (*pid && !what_is_patient) {
         json_t *pe = json_object();
         json_object_set_new(pe, "what", reference("Patient", pid));
-        json_object_set_new(pe, "type", coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "1", "Person"));
-        json_object_set_new(pe, "role", coding("http://terminology.hl7.org/CodeSystem/object-role", "1", "Patient"));
+        json_object_set_new(pe, "type",
+                            coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "1", "Person"));
+        json_object_set_new(pe, "role",
+                            coding("http://terminology.hl7.org/CodeSystem/object-role", "1", "Patient"));
         json_array_append_new(entities, pe);
         if (!what) what = pe;
     }
     if (what && r->txt[T_REASON][0]) json_object_set_new(what, "description", json_string(r->txt[T_REASON]));
     if (what && r->txt[T_REQUEST][0])
-        json_object_set_new(what, "detail", json_pack("[{s:s,s:s}]", "type", "request", "valueString", r->txt[T_REQUEST]));
-    if (json_array_size(entities)) json_object_set_new(ev, "entity", entities);
-    else json_decref(entities);
+        json_object_set_new(what, "detail",
+                            json_pack("[{s:s,s:s}]", "type", "request", "valueString", r->txt[T_REQUEST]));
+    if (json_array_size(entities))
+        json_object_set_new(ev, "entity", entities);
+    else
+        json_decref(entities);
     return ev;
 }
 
@@ -1205,7 +1288,8 @@ static void filter_sql(const audit_filter *f, buf *sql) {
     buf_puts(sql, " WHERE 1 = 1");
     if (f->pkeys) {
         buf_puts(sql, " AND pkey IN (");
-        for (int i = 0; i < f->npkeys; i++) buf_puts(sql, i ? ", ?" : "?");
+        for (int i = 0; i < f->npkeys; i++)
+            buf_puts(sql, i ? ", ?" : "?");
         if (f->npkeys == 0) buf_puts(sql, "NULL"); /* matches nothing */
         buf_puts(sql, ")");
     }
@@ -1218,7 +1302,8 @@ static void filter_sql(const audit_filter *f, buf *sql) {
 
 static int bind_filter(const db_driver *drv, db_stmt *st, const audit_filter *f) {
     int p = 1;
-    for (int i = 0; f->pkeys && i < f->npkeys; i++) drv->bind_int(st, p++, f->pkeys[i]);
+    for (int i = 0; f->pkeys && i < f->npkeys; i++)
+        drv->bind_int(st, p++, f->pkeys[i]);
     if (f->user) drv->bind_text(st, p++, f->user, -1);
     if (f->action) drv->bind_text(st, p++, f->action, -1);
     if (f->outcome) drv->bind_text(st, p++, f->outcome, -1);
@@ -1237,7 +1322,8 @@ status audit_query(store *s, const audit_filter *f, json_t *entries_out, int64_t
     if (f->pkeys && (f->npkeys < 0 || f->npkeys > MAX_QUERY_PKEYS))
         return err_set(e, ST_INVALID, "too-costly", NULL, "at most %d patient keys in one access log query",
                        MAX_QUERY_PKEYS);
-    if (f->limit < 0 || f->offset < 0) return err_set(e, ST_INVALID, "invalid", NULL, "negative limit or offset");
+    if (f->limit < 0 || f->offset < 0)
+        return err_set(e, ST_INVALID, "invalid", NULL, "negative limit or offset");
     int limit = f->limit == 0 ? 100 : f->limit > 10000 ? 10000 : f->limit;
     db *d = store_db(s, e);
     if (!d) return e ? e->code : ST_IO;

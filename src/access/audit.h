@@ -95,11 +95,12 @@ void audit_default_key_path(const char *db_url, char *out, size_t n);
  * check ran (out->ok says whether the log is intact); an error status
  * when it could not run (no key file, database error). */
 typedef struct audit_verify_result {
-    int64_t rows;          /* rows checked */
-    int64_t first_bad_seq; /* where the log is broken (0 when ok, or when the key is wrong and no row was read) */
+    int64_t rows; /* rows checked */
+    int64_t
+        first_bad_seq; /* where the log is broken (0 when ok, or when the key is wrong and no row was read) */
     int ok;
-    char problem[256];     /* what is wrong, "" when ok */
-    char head[65];         /* hash of the last row checked (64 zeros for an empty log) */
+    char problem[256]; /* what is wrong, "" when ok */
+    char head[65];     /* hash of the last row checked (64 zeros for an empty log) */
 } audit_verify_result;
 status audit_verify(store *s, const char *key_path, audit_verify_result *out, err *e);
 /* The stored hash of row `seq` (ST_NOT_FOUND if there is none): with a

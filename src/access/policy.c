@@ -50,7 +50,7 @@ static const unsigned perms[ROLE_COUNT][AREA_COUNT] = {
     [ROLE_ADMIN] = {0, 0, 0, 0, R | W | D, 0, 0, R | W | D, R | W, 0},
     [ROLE_PRIVACY_OFFICER] = {0, 0, 0, 0, R, R | W, 0, 0, 0, 0},
     [ROLE_PATIENT] = {R, R, R, R, R, R, 0, 0, 0, R | W},
-    [ROLE_SYSTEM] = {R | W | D | E | C, R | W | D | E | C, R | W | D | C, R | W | D | C, R | W | D, R | W, R | W | C, W, 0, 0},
+    [ROLE_SYSTEM] = {R | W | D | E | C, R | W | D | E | C, R | W | D | C, R | W | D | C, R | W | D, R | W, R | W | C, R | W, R | W, 0},
 };
 
 static const char *const area_names[AREA_COUNT] = {

@@ -45,8 +45,7 @@ static const struct role_def {
 _Static_assert(N_ROLES == ROLE_COUNT - 1, "one row per role");
 
 static const struct role_def *def_of(acc_role r) {
-    if (r <= ROLE_NONE || r >= ROLE_COUNT) return NULL;
-    return &roles[r - 1];
+    return r > ROLE_NONE && r < ROLE_COUNT && roles[r - 1].role == r ? &roles[r - 1] : NULL;
 }
 
 acc_role acc_role_parse(const char *name) {

@@ -12,7 +12,8 @@
  *                      [--action A] [--outcome 0|4|8] [--limit N] [--offset N] [--json]
  *       newest first: a table (when, who, role, org, action, outcome,
  *       patient, what, purpose, reason) or, with --json, one FHIR
- *       AuditEvent per line (ndjson).
+ *       AuditEvent per line (ndjson). --patient takes in every record
+ *       linked to the same person (as the patient's own view does).
  *
  * Reading the log straight from the database is the path of whoever holds
  * the database (the local administrator); it is itself logged first, as a
@@ -28,7 +29,6 @@
 
 #include "../access/audit.h"
 #include "../base/buf.h"
-#include "../store/store_int.h"
 #include "cli.h"
 
 static int usage(const char *msg, const char *arg) {
@@ -65,26 +65,40 @@ static int parse(audit_args *a, int argc, char **argv) {
         if (r == 0) continue;
         const char **val = NULL;
         int *num = NULL;
-        if (strcmp(s, "--audit-key") == 0) val = &a->key;
-        else if (strcmp(s, "--expect") == 0) val = &a->expect;
-        else if (strcmp(s, "--patient") == 0) val = &a->patient;
-        else if (strcmp(s, "--user") == 0) val = &a->user;
-        else if (strcmp(s, "--action") == 0) val = &a->action;
-        else if (strcmp(s, "--outcome") == 0) val = &a->outcome;
-        else if (strcmp(s, "--limit") == 0) num = &a->limit;
-        else if (strcmp(s, "--offset") == 0) num = &a->offset;
-        else if (strcmp(s, "--json") == 0) a->json = 1;
-        else if (s[0] != '-' && !a->verb) a->verb = s;
-        else return usage("unexpected '%s'", s);
+        if (strcmp(s, "--audit-key") == 0)
+            val = &a->key;
+        else if (strcmp(s, "--expect") == 0)
+            val = &a->expect;
+        else if (strcmp(s, "--patient") == 0)
+            val = &a->patient;
+        else if (strcmp(s, "--user") == 0)
+            val = &a->user;
+        else if (strcmp(s, "--action") == 0)
+            val = &a->action;
+        else if (strcmp(s, "--outcome") == 0)
+            val = &a->outcome;
+        else if (strcmp(s, "--limit") == 0)
+            num = &a->limit;
+        else if (strcmp(s, "--offset") == 0)
+            num = &a->offset;
+        else if (strcmp(s, "--json") == 0)
+            a->json = 1;
+        else if (s[0] != '-' && !a->verb)
+            a->verb = s;
+        else
+            return usage("unexpected '%s'", s);
         if (val || num) {
             if (i + 1 >= argc) return usage("%s needs a value", s);
-            if (val) *val = argv[++i];
-            else if (parse_count(argv[++i], num) != 0) return usage("%s takes a number 0..10000", s);
+            if (val)
+                *val = argv[++i];
+            else if (parse_count(argv[++i], num) != 0)
+                return usage("%s takes a number 0..10000", s);
         }
     }
     if (!a->verb || (strcmp(a->verb, "verify") != 0 && strcmp(a->verb, "list") != 0))
         return usage("verify or list, not '%s'", a->verb ? a->verb : "nothing");
-    if (a->outcome && strcmp(a->outcome, "0") != 0 && strcmp(a->outcome, "4") != 0 && strcmp(a->outcome, "8") != 0)
+    if (a->outcome && strcmp(a->outcome, "0") != 0 && strcmp(a->outcome, "4") != 0 &&
+        strcmp(a->outcome, "8") != 0)
         return usage("--outcome is 0 (success), 4 (refused) or 8 (failed), not '%s'", a->outcome);
     return 0;
 }
@@ -108,8 +122,10 @@ static int do_verify(store *s, const audit_args *a, const char *key) {
         snprintf(want_hash, sizeof want_hash, "%s", end + 1);
     }
     if (audit_verify(s, key, &r, &e) != ST_OK) {
-        fprintf(stderr, "concord audit verify: %s\n(the key: --audit-key FILE, else $CONCORD_AUDIT_KEY, else DB.audit-key "
-                        "beside a SQLite database or var/audit.key for PostgreSQL)\n",
+        fprintf(stderr,
+                "concord audit verify: %s\n(the key: --audit-key FILE, else $CONCORD_AUDIT_KEY, else "
+                "DB.audit-key "
+                "beside a SQLite database or var/audit.key for PostgreSQL)\n",
                 e.msg);
         return 1;
     }
@@ -204,11 +220,12 @@ static void print_row(json_t *ev) {
     buf b = {0};
     cell(&b, when, 19);
     cell(&b, jstr(ev, "agent.0.who.display"), 16);
-    cell(&b, code_in(json_object_get(json_array_get(json_object_get(json_array_get(json_object_get(ev, "agent"), 0),
-                                                                     "role"),
-                                                     0),
-                                     "coding"),
-                     "https://concord.example/CodeSystem/role"),
+    cell(&b,
+         code_in(
+             json_object_get(
+                 json_array_get(json_object_get(json_array_get(json_object_get(ev, "agent"), 0), "role"), 0),
+                 "coding"),
+             "https://concord.example/CodeSystem/role"),
          15);
     cell(&b, jstr(ev, "agent.1.who.identifier.value"), 8);
     cell(&b, code_in(json_object_get(ev, "subtype"), "https://concord.example/CodeSystem/audit-action"), 12);
@@ -224,9 +241,12 @@ static void print_row(json_t *ev) {
 static const char *os_user(char *out, size_t n) {
     struct passwd *pw = getpwuid(geteuid());
     const char *env = getenv("USER");
-    if (pw && pw->pw_name) snprintf(out, n, "%s", pw->pw_name);
-    else if (env && *env) snprintf(out, n, "%s", env);
-    else snprintf(out, n, "uid%ld", (long)geteuid());
+    if (pw && pw->pw_name)
+        snprintf(out, n, "%s", pw->pw_name);
+    else if (env && *env)
+        snprintf(out, n, "%s", env);
+    else
+        snprintf(out, n, "uid%ld", (long)geteuid());
     return out;
 }
 
@@ -255,7 +275,8 @@ static int log_listing(store *s, const char *key, const audit_args *a, int64_t p
                       .source = "cli",
                       .request = req.p};
     if (audit_open(s, &cfg, &al, &e) != ST_OK || audit_append(al, &ev, 1, &e) != ST_OK) {
-        fprintf(stderr, "concord audit list: cannot record this listing in the access log, so not listing: %s\n",
+        fprintf(stderr,
+                "concord audit list: cannot record this listing in the access log, so not listing: %s\n",
                 e.msg);
         rc = 1;
     }
@@ -266,20 +287,22 @@ static int log_listing(store *s, const char *key, const audit_args *a, int64_t p
 
 static int do_list(store *s, const audit_args *a, const char *key, int argc, char **argv) {
     err e;
-    int64_t pkey = 0, total = 0;
-    int rc = 0;
+    int64_t pkey = 0, total = 0, pkeys[64];
+    int rc = 0, npk = 0;
     json_t *arr = json_array();
-    audit_filter f = {.user = a->user, .action = a->action, .outcome = a->outcome, .limit = a->limit,
-                      .offset = a->offset};
+    audit_filter f = {
+        .user = a->user, .action = a->action, .outcome = a->outcome, .limit = a->limit, .offset = a->offset};
     if (a->patient) {
-        db *d = store_db(s, &e);
-        if (!d || store_patient_key(s, d, a->patient, 0, &pkey, &e) != ST_OK) {
+        /* the person's whole record: every source record linked to them,
+         * as the patient sees it through the API */
+        if (store_patient_key_of(s, a->patient, &pkey, &e) != ST_OK ||
+            (pkey && store_person_pkeys(s, pkey, pkeys, 64, &npk, &e) != ST_OK)) {
             fprintf(stderr, "concord audit list: %s\n", e.msg);
             rc = 1;
             goto out;
         }
-        f.pkeys = &pkey;
-        f.npkeys = pkey ? 1 : 0; /* a patient id never stored: no accesses to it */
+        f.pkeys = pkeys;
+        f.npkeys = npk; /* 0 for a patient id never stored: no accesses to it */
     }
     if (a->limit == 0) f.limit = 10000;
     rc = log_listing(s, key, a, pkey, argc, argv);
@@ -299,8 +322,8 @@ static int do_list(store *s, const audit_args *a, const char *key, int argc, cha
         }
         goto out;
     }
-    printf("%-19s %-16s %-15s %-8s %-12s %-7s %-12s %-28s %-9s %s\n", "when (UTC)", "who", "role", "org", "action",
-           "outcome", "patient", "what", "purpose", "reason");
+    printf("%-19s %-16s %-15s %-8s %-12s %-7s %-12s %-28s %-9s %s\n", "when (UTC)", "who", "role", "org",
+           "action", "outcome", "patient", "what", "purpose", "reason");
     json_array_foreach(arr, i, ev) print_row(ev);
     printf("(%zu of %lld entries%s)\n", json_array_size(arr), (long long)total,
            (int64_t)json_array_size(arr) + a->offset < total ? "; --limit and --offset for more" : "");
@@ -314,12 +337,16 @@ int cmd_audit(int argc, char **argv) {
     int rc = parse(&a, argc, argv);
     if (rc) return rc;
     char key[1024];
-    if (a.key) snprintf(key, sizeof key, "%s", a.key);
-    else audit_default_key_path(a.o.db, key, sizeof key);
+    if (a.key)
+        snprintf(key, sizeof key, "%s", a.key);
+    else
+        audit_default_key_path(a.o.db, key, sizeof key);
     store *s = NULL;
     if (cli_open_store(&a.o, 1, &s)) return 1;
-    if (strcmp(a.verb, "verify") == 0) rc = do_verify(s, &a, key);
-    else rc = do_list(s, &a, key, argc, argv);
+    if (strcmp(a.verb, "verify") == 0)
+        rc = do_verify(s, &a, key);
+    else
+        rc = do_list(s, &a, key, argc, argv);
     store_close(s);
     return rc;
 }

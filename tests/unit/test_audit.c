@@ -83,8 +83,12 @@ static int setup_common(void **state, int pg) {
     return 0;
 }
 
-static int setup_sqlite(void **state) { return setup_common(state, 0); }
-static int setup_pg(void **state) { return setup_common(state, 1); }
+static int setup_sqlite(void **state) {
+    return setup_common(state, 0);
+}
+static int setup_pg(void **state) {
+    return setup_common(state, 1);
+}
 
 static int teardown(void **state) {
     fx *f = *state;
@@ -142,8 +146,8 @@ static int64_t sql_int(fx *f, const char *sql) {
     return v;
 }
 
-static void append(fx *f, const char *user, const char *action, int64_t pkey, const char *pid, const char *rtype,
-                   const char *rid, const char *reason, int wait) {
+static void append(fx *f, const char *user, const char *action, int64_t pkey, const char *pid,
+                   const char *rtype, const char *rid, const char *reason, int wait) {
     audit_event ev = {
         .user = user,
         .role = "gp",
@@ -169,7 +173,8 @@ static void fill(fx *f, int n) {
     for (int i = 1; i <= n; i++) {
         char rid[32];
         snprintf(rid, sizeof rid, "o%d", i);
-        append(f, i % 2 ? "alice" : "bob", i % 3 ? "read" : "search", 1 + i % 4, "p1", "Observation", rid, "", 0);
+        append(f, i % 2 ? "alice" : "bob", i % 3 ? "read" : "search", 1 + i % 4, "p1", "Observation", rid, "",
+               0);
     }
     close_log(f);
 }
@@ -210,9 +215,17 @@ static void *appender_main(void *arg) {
     for (int i = 0; i < ap->n && ap->rc == ST_OK; i++) {
         char rid[32];
         snprintf(rid, sizeof rid, "%d", i);
-        audit_event ev = {.user = user, .role = "consultant", .action = i % 7 == 0 ? "update" : "read",
-                          .outcome = "0", .status = 200, .rtype = "Encounter", .rid = rid, .pkey = ap->k,
-                          .patient_id = "p1", .purpose = "TREAT", .source = "10.0.0.1"};
+        audit_event ev = {.user = user,
+                          .role = "consultant",
+                          .action = i % 7 == 0 ? "update" : "read",
+                          .outcome = "0",
+                          .status = 200,
+                          .rtype = "Encounter",
+                          .rid = rid,
+                          .pkey = ap->k,
+                          .patient_id = "p1",
+                          .purpose = "TREAT",
+                          .source = "10.0.0.1"};
         err e;
         ap->rc = audit_append(ap->f->a, &ev, i % 7 == 0, &e); /* writes wait, reads do not */
     }
@@ -238,7 +251,8 @@ static void test_threads_close_reopen_verify(void **state) {
 
     /* reopen: the chain continues */
     open_log(f, 10);
-    for (int i = 0; i < 50; i++) append(f, "carol", "read", 9, "p9", "Patient", "p9", "", i == 49);
+    for (int i = 0; i < 50; i++)
+        append(f, "carol", "read", 9, "p9", "Patient", "p9", "", i == 49);
     audit_flush(f->a);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log"), THREADS * EACH + 50);
     close_log(f);
@@ -251,11 +265,13 @@ static void test_threads_close_reopen_verify(void **state) {
     err e;
     db *d = store_db(f->s, &e);
     db_stmt *st = NULL;
-    assert_int_equal(f->s->drv->prepare(d, "SELECT pkey, rid FROM audit_log WHERE user_name <> 'carol' ORDER BY seq",
-                                        0, &st, &e),
-                     ST_OK);
+    assert_int_equal(
+        f->s->drv->prepare(d, "SELECT pkey, rid FROM audit_log WHERE user_name <> 'carol' ORDER BY seq", 0,
+                           &st, &e),
+        ST_OK);
     int last[THREADS + 1];
-    for (int k = 0; k <= THREADS; k++) last[k] = -1;
+    for (int k = 0; k <= THREADS; k++)
+        last[k] = -1;
     while (f->s->drv->step(st, &e) == 1) {
         int k = (int)f->s->drv->col_int(st, 0);
         int i = atoi(f->s->drv->col_text(st, 1, NULL));
@@ -271,8 +287,8 @@ static void test_threads_close_reopen_verify(void **state) {
     assert_int_equal(r.first_bad_seq, 0);
     assert_int_equal(strlen(r.head), 64);
     char sql[200];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM audit_log WHERE seq = %lld AND hash = '%.64s'", (long long)n,
-             r.head);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM audit_log WHERE seq = %lld AND hash = '%.64s'",
+             (long long)n, r.head);
     assert_int_equal(sql_int(f, sql), 1);
     char h[65];
     assert_int_equal(audit_row_hash(f->s, n, h, &f->e), ST_OK);
@@ -311,7 +327,8 @@ static void *second_writer(void *arg) {
         return (void *)1;
     }
     for (int i = 0; i < 300; i++) {
-        audit_event ev = {.user = "second", .action = "read", .outcome = "0", .rtype = "Patient", .rid = "p2"};
+        audit_event ev = {
+            .user = "second", .action = "read", .outcome = "0", .rtype = "Patient", .rid = "p2"};
         if (audit_append(a2, &ev, i % 5 == 0, &e) != ST_OK) break;
     }
     audit_close(a2);
@@ -324,7 +341,8 @@ static void test_two_writers_one_chain(void **state) {
     open_log(f, 1);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, second_writer, f), 0);
-    for (int i = 0; i < 300; i++) append(f, "first", "read", 1, "p1", "Patient", "p1", "", i % 5 == 0);
+    for (int i = 0; i < 300; i++)
+        append(f, "first", "read", 1, "p1", "Patient", "p1", "", i % 5 == 0);
     void *res = NULL;
     pthread_join(t, &res);
     assert_null(res);
@@ -366,8 +384,9 @@ static void test_altered_row_with_its_hash_recomputed_unkeyed(void **state) {
     fx *f = *state;
     fill(f, 10);
     /* change who read it and copy another row's hash over: still caught */
-    sql_exec(f, "UPDATE audit_log SET user_name = 'mallory', hash = (SELECT hash FROM audit_log WHERE seq = 2)"
-                " WHERE seq = 3");
+    sql_exec(f,
+             "UPDATE audit_log SET user_name = 'mallory', hash = (SELECT hash FROM audit_log WHERE seq = 2)"
+             " WHERE seq = 3");
     audit_verify_result r = verify(f, NULL);
     assert_broken_at(&r, 3, "altered");
 }
@@ -375,8 +394,9 @@ static void test_altered_row_with_its_hash_recomputed_unkeyed(void **state) {
 static void test_prev_rewritten(void **state) {
     fx *f = *state;
     fill(f, 10);
-    sql_exec(f, "UPDATE audit_log SET prev = '1111111111111111111111111111111111111111111111111111111111111111'"
-                " WHERE seq = 4");
+    sql_exec(f,
+             "UPDATE audit_log SET prev = '1111111111111111111111111111111111111111111111111111111111111111'"
+             " WHERE seq = 4");
     audit_verify_result r = verify(f, NULL);
     assert_broken_at(&r, 4, "prev");
 }
@@ -462,7 +482,8 @@ static void test_truncation_survives_appending(void **state) {
     open_log(f, 5);
     append(f, "alice", "read", 1, "p1", "Patient", "p1", "", 1);
     close_log(f);
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log WHERE action = 'admin' AND outcome = '8'"), 1);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log WHERE action = 'admin' AND outcome = '8'"),
+                     1);
     audit_verify_result r = verify(f, NULL);
     assert_broken_at(&r, 9, "truncated");
     assert_non_null(strstr(r.problem, "seq 10"));
@@ -526,8 +547,10 @@ static void test_default_key_path(void **state) {
     setenv("CONCORD_AUDIT_KEY", "/etc/concord/audit.key", 1);
     audit_default_key_path("var/x.db", p, sizeof p);
     assert_string_equal(p, "/etc/concord/audit.key");
-    if (saved) setenv("CONCORD_AUDIT_KEY", saved, 1);
-    else unsetenv("CONCORD_AUDIT_KEY");
+    if (saved)
+        setenv("CONCORD_AUDIT_KEY", saved, 1);
+    else
+        unsetenv("CONCORD_AUDIT_KEY");
     free(saved);
 }
 
@@ -543,7 +566,8 @@ static void test_strings_bounded_and_valid_utf8(void **state) {
     request[2000] = (char)0xA9;
     request[sizeof request - 1] = 0;
     char reason[] = "bad \xff\xfe bytes \xC3 and a lone continuation \x80 end";
-    audit_event ev = {.user = "alice", .action = "read", .outcome = "0", .reason = reason, .request = request};
+    audit_event ev = {
+        .user = "alice", .action = "read", .outcome = "0", .reason = reason, .request = request};
     assert_int_equal(audit_append(f->a, &ev, 1, &f->e), ST_OK);
     close_log(f);
     assert_int_equal(sql_int(f, "SELECT length(request) FROM audit_log WHERE seq = 1"), 1999);
@@ -575,21 +599,68 @@ static void test_query_filters_and_auditevent_json(void **state) {
     fx *f = *state;
     open_log(f, 5);
     audit_event evs[] = {
-        {.user = "alice", .role = "gp", .org = "Y00001", .action = "read", .outcome = "0", .status = 200,
-         .rtype = "Observation", .rid = "o1", .pkey = 11, .patient_id = "p11", .purpose = "TREAT",
-         .source = "10.1.2.3", .request = "GET /fhir/Observation/o1"},
-        {.user = "bob", .role = "ed-clinician", .org = "RYJ01", .action = "break-glass", .outcome = "0", .status = 200,
-         .rtype = "Patient", .rid = "p12", .pkey = 12, .patient_id = "p12", .purpose = "ETREAT",
-         .reason = "unconscious in ED, no relationship", .source = "10.1.2.4"},
-        {.user = "bob", .role = "ed-clinician", .org = "RYJ01", .action = "search", .outcome = "4", .status = 403,
-         .rtype = "Condition", .pkey = 13, .patient_id = "p13", .purpose = "TREAT",
-         .reason = "no legitimate relationship", .source = "10.1.2.4", .request = "GET /fhir/Condition?patient=p13"},
-        {.user = "alice", .role = "gp", .org = "Y00001", .action = "create", .outcome = "0", .status = 201,
-         .rtype = "Observation", .rid = "o2", .pkey = 11, .patient_id = "p11", .purpose = "TREAT",
+        {.user = "alice",
+         .role = "gp",
+         .org = "Y00001",
+         .action = "read",
+         .outcome = "0",
+         .status = 200,
+         .rtype = "Observation",
+         .rid = "o1",
+         .pkey = 11,
+         .patient_id = "p11",
+         .purpose = "TREAT",
+         .source = "10.1.2.3",
+         .request = "GET /fhir/Observation/o1"},
+        {.user = "bob",
+         .role = "ed-clinician",
+         .org = "RYJ01",
+         .action = "break-glass",
+         .outcome = "0",
+         .status = 200,
+         .rtype = "Patient",
+         .rid = "p12",
+         .pkey = 12,
+         .patient_id = "p12",
+         .purpose = "ETREAT",
+         .reason = "unconscious in ED, no relationship",
+         .source = "10.1.2.4"},
+        {.user = "bob",
+         .role = "ed-clinician",
+         .org = "RYJ01",
+         .action = "search",
+         .outcome = "4",
+         .status = 403,
+         .rtype = "Condition",
+         .pkey = 13,
+         .patient_id = "p13",
+         .purpose = "TREAT",
+         .reason = "no legitimate relationship",
+         .source = "10.1.2.4",
+         .request = "GET /fhir/Condition?patient=p13"},
+        {.user = "alice",
+         .role = "gp",
+         .org = "Y00001",
+         .action = "create",
+         .outcome = "0",
+         .status = 201,
+         .rtype = "Observation",
+         .rid = "o2",
+         .pkey = 11,
+         .patient_id = "p11",
+         .purpose = "TREAT",
          .source = "10.1.2.3"},
-        {.user = "mallory", .action = "login-failed", .outcome = "4", .status = 401, .reason = "bad password",
+        {.user = "mallory",
+         .action = "login-failed",
+         .outcome = "4",
+         .status = 401,
+         .reason = "bad password",
          .source = "203.0.113.9"},
-        {.user = "cli:root", .role = "admin", .action = "search", .outcome = "0", .source = "cli",
+        {.user = "cli:root",
+         .role = "admin",
+         .action = "search",
+         .outcome = "0",
+         .source = "cli",
          .request = "concord audit list"},
     };
     int n = (int)(sizeof evs / sizeof evs[0]);
@@ -683,9 +754,12 @@ static void test_query_filters_and_auditevent_json(void **state) {
         json_t *arr = json_array();
         int64_t t = -1;
         assert_int_equal(audit_query(f->s, &cases[c].flt, arr, &t, &f->e), ST_OK);
-        if (t != cases[c].total) fail_msg("case %zu: total %lld, expected %lld", c, (long long)t, (long long)cases[c].total);
-        if (cases[c].first_id) assert_string_equal(str_at(arr, "0.id"), cases[c].first_id);
-        else assert_int_equal(json_array_size(arr), 0);
+        if (t != cases[c].total)
+            fail_msg("case %zu: total %lld, expected %lld", c, (long long)t, (long long)cases[c].total);
+        if (cases[c].first_id)
+            assert_string_equal(str_at(arr, "0.id"), cases[c].first_id);
+        else
+            assert_int_equal(json_array_size(arr), 0);
         if (cases[c].flt.limit) assert_int_equal(json_array_size(arr), (size_t)cases[c].flt.limit);
         json_decref(arr);
     }
