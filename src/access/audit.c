@@ -486,6 +486,7 @@ struct audit_log {
     size_t head, count;
     uint64_t appended, durable; /* events ever queued / committed */
     uint64_t failed_through;    /* the last failed batch ended at this ticket */
+    uint64_t failures;          /* failed batches so far */
     int urgent;                 /* a wait=1 event is queued */
     int flush_req, stop, exited;
     int window_open; /* a flush_ms window is running for events not yet taken */
@@ -704,6 +705,7 @@ static void *writer_main(void *arg) {
         }
         /* keep the events, tell those waiting on them, retry after a pause */
         a->failed_through = a->durable + n;
+        a->failures++;
         a->last_err = e;
         pthread_cond_broadcast(&a->done);
         log_error("audit: could not write %zu access log events (kept, retrying): %s", n, e.msg);
@@ -764,6 +766,8 @@ out:
 }
 
 status audit_open(store *s, const audit_config *cfg, audit_log **out, err *e) {
+    err local; /* the caller may pass no err; the drivers need one */
+    if (!e) e = &local;
     status rc = ST_OK;
     int created = 0;
     pthread_condattr_t ca;
@@ -810,6 +814,8 @@ out:
 }
 
 status audit_append(audit_log *a, const audit_event *ev, int wait, err *e) {
+    err local; /* the caller may pass no err; the drivers need one */
+    if (!e) e = &local;
     status rc = ST_OK;
     if (!a) return err_set(e, ST_INTERNAL, "exception", NULL, "no access log");
     qev *q = qev_copy(ev);
@@ -850,12 +856,13 @@ out:
 void audit_flush(audit_log *a) {
     if (!a) return;
     pthread_mutex_lock(&a->mu);
-    uint64_t target = a->appended;
+    uint64_t target = a->appended, failures = a->failures;
     if (a->durable < target) {
         a->flush_req = 1;
         pthread_cond_signal(&a->work);
     }
-    while (a->durable < target && a->failed_through < target && !a->exited)
+    /* until durable, or until an attempt made after this call failed */
+    while (a->durable < target && a->failures == failures && !a->exited)
         pthread_cond_wait(&a->done, &a->mu);
     pthread_mutex_unlock(&a->mu);
 }
@@ -994,6 +1001,8 @@ static status verify_rows(const db_driver *drv, db *d, verify_state *v, err *e) 
 }
 
 status audit_verify(store *s, const char *key_path, audit_verify_result *out, err *e) {
+    err local; /* the caller may pass no err; the drivers need one */
+    if (!e) e = &local;
     status rc = ST_OK;
     unsigned char key[KEY_BYTES];
     int created = 0;
@@ -1072,6 +1081,8 @@ out:
 }
 
 status audit_row_hash(store *s, int64_t seq, char out[HASH_HEX + 1], err *e) {
+    err local; /* the caller may pass no err; the drivers need one */
+    if (!e) e = &local;
     static const char sql[] = "SELECT hash FROM audit_log WHERE seq = ?";
     const db_driver *drv = s->drv;
     db_stmt *st = NULL;
@@ -1313,6 +1324,8 @@ static int bind_filter(const db_driver *drv, db_stmt *st, const audit_filter *f)
 }
 
 status audit_query(store *s, const audit_filter *f, json_t *entries_out, int64_t *total, err *e) {
+    err local; /* the caller may pass no err; the drivers need one */
+    if (!e) e = &local;
     status rc = ST_OK;
     buf where = {0}, sql = {0};
     db_stmt *st = NULL;

@@ -79,8 +79,8 @@ status audit_open(store *s, const audit_config *cfg, audit_log **out, err *e);
  * holds AUDIT_QUEUE_MAX uncommitted events. */
 status audit_append(audit_log *a, const audit_event *ev, int wait, err *e);
 #define AUDIT_QUEUE_MAX 65536
-/* Wait until everything appended so far is durable (or the writer has
- * failed on it). */
+/* Wait until everything appended so far is durable, or until a write
+ * attempt made after this call fails (the events stay queued). */
 void audit_flush(audit_log *a);
 /* Flush, stop the writer thread, free. NULL is fine. */
 void audit_close(audit_log *a);

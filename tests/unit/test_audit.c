@@ -13,7 +13,8 @@
  * middle row, a deleted last row, a rewritten prev, the anchor removed),
  * a wrong key is named as such, and a truncation made while the writer was
  * stopped stays visible after it appends again; two writers on one
- * database (two processes) extend one chain; strings are bounded and kept
+ * database (two processes) extend one chain; while the database refuses
+ * writes, waiting callers get an error and nothing is dropped; strings are bounded and kept
  * as valid UTF-8; the key file's rules; and the query: filters, paging,
  * newest first, and AuditEvents that pass the R4 validator with the
  * fields a privacy officer and a patient read.
@@ -312,6 +313,38 @@ static void test_wait_means_durable(void **state) {
     close_log(f); /* close flushes */
     assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log"), 5);
     assert_true(verify(f, NULL).ok);
+}
+
+/* The database refuses the writes for a while: waiting callers are told,
+ * nothing is dropped, and the events are written once it accepts again. */
+static void test_database_failure_keeps_events(void **state) {
+    fx *f = *state;
+    open_log(f, 5);
+    append(f, "alice", "read", 1, "p1", "Patient", "p1", "", 1);
+    if (f->pg)
+        sql_exec(f, "CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS"
+                    " $$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$;"
+                    "CREATE TRIGGER audit_down BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION "
+                    "audit_down()");
+    else
+        sql_exec(f, "CREATE TRIGGER audit_down BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk on "
+                    "fire'); END");
+    audit_event ev = {.user = "bob", .action = "create", .outcome = "0", .rtype = "Observation", .rid = "o9"};
+    assert_int_equal(audit_append(f->a, &ev, 1, &f->e), ST_IO);
+    assert_non_null(strstr(f->e.msg, "disk on fire"));
+    for (int i = 0; i < 10; i++)
+        append(f, "bob", "read", 1, "p1", "Patient", "p1", "", 0);
+    audit_flush(f->a); /* returns: the writer is failing */
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log"), 1);
+    sql_exec(f, f->pg ? "DROP TRIGGER audit_down ON audit_log; DROP FUNCTION audit_down()"
+                      : "DROP TRIGGER audit_down");
+    append(f, "carol", "update", 1, "p1", "Patient", "p1", "", 1); /* waits for the retry to succeed */
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log"), 13);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log WHERE rid = 'o9'"), 1);
+    close_log(f);
+    audit_verify_result r = verify(f, NULL);
+    if (!r.ok) fail_msg("verify: %s", r.problem);
+    assert_int_equal(r.rows, 13);
 }
 
 /* Two audit_logs on two store handles: two processes sharing a database. */
@@ -777,6 +810,7 @@ static void test_query_filters_and_auditevent_json(void **state) {
     X(test_threads_close_reopen_verify)                                                                      \
     X(test_wait_means_durable)                                                                               \
     X(test_two_writers_one_chain)                                                                            \
+    X(test_database_failure_keeps_events)                                                                    \
     X(test_fresh_database_verifies)                                                                          \
     X(test_altered_row)                                                                                      \
     X(test_altered_row_with_its_hash_recomputed_unkeyed)                                                     \
