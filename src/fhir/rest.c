@@ -1014,6 +1014,15 @@ typedef struct entry_job {
     write_result wr;
     buf out; /* GET result body */
     err e;
+    /* the access-log entry, written once the entry's transaction has
+     * ended (never from inside it: the log's writer needs the store) */
+    const char *audit_action; /* NULL: nothing to log */
+    int audit_status;         /* the access decision's status; the outcome is settled at the end */
+    int64_t audit_pkey;
+    char audit_pid[72];
+    char audit_reason[160];
+    int64_t *audit_pkeys;     /* search: the patients whose data it returned */
+    int audit_npkeys;
 } entry_job;
 
 static void rewrite_refs(json_t *j, json_t *map) {
@@ -1088,9 +1097,11 @@ static status run_entry(rest_ctx *ctx, const rest_request *rq, store_txn *tx, en
         }
         if (rc == ST_OK && is_write && job->resource)
             rc = guard_write(ctx->store, rq->who, job->resource, job->type, &pkey, pid, e);
-        if (strcmp(action, "search") != 0)
-            audit_req(ctx, rq, action, job->type, job->id[0] ? job->id : NULL, pkey, pid[0] ? pid : NULL,
-                      rc == ST_OK ? 200 : status_http(rc), NULL, rc == ST_OK ? NULL : e->msg, 0);
+        job->audit_action = action;
+        job->audit_status = rc == ST_OK ? 200 : status_http(rc);
+        job->audit_pkey = pkey;
+        snprintf(job->audit_pid, sizeof job->audit_pid, "%s", pid);
+        if (rc != ST_OK) snprintf(job->audit_reason, sizeof job->audit_reason, "%.159s", e->msg);
         if (rc != ST_OK) {
             if (!e->where[0]) snprintf(e->where, sizeof e->where, "%s", where);
             return rc;
@@ -1125,7 +1136,16 @@ static status run_entry(rest_ctx *ctx, const rest_request *rq, store_txn *tx, en
             rc = search_parse(&a, job->type, kv, n, 0, &q, e);
             if (rc == ST_OK && ctx->guarded) rc = guard_search(ctx, rq, &q, job->type, &sc, e);
             if (rc == ST_OK) rc = store_txn_search(tx, &q, &it, e);
-            audit_search(ctx, rq, job->type, &it, rc == ST_OK ? 200 : status_http(rc), rc == ST_OK ? NULL : e->msg);
+            for (size_t k = 0; ctx->guarded && k < it.n; k++) {
+                int64_t pk = it.v[k].meta.pkey;
+                int dup = !pk;
+                for (int x = 0; x < job->audit_npkeys && !dup; x++) dup = job->audit_pkeys[x] == pk;
+                if (dup) continue;
+                int64_t *np = realloc(job->audit_pkeys, (size_t)(job->audit_npkeys + 1) * sizeof *np);
+                if (!np) break;
+                job->audit_pkeys = np;
+                job->audit_pkeys[job->audit_npkeys++] = pk;
+            }
             if (rc == ST_OK) {
                 rest_response tmp = {0};
                 render_searchset(&tmp, rq, &q, job->type, &it);
@@ -1404,7 +1424,32 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
     }
     buf_puts(b, "}");
 out:
+    /* the access log, now that every transaction has ended: an entry that
+     * passed the access check takes the outcome of its transaction (the
+     * whole Bundle's for a transaction); the last waits until all are durable */
+    size_t last_logged = 0;
+    for (size_t i = 0; i < n && jobs; i++)
+        if (jobs[i].audit_action) last_logged = i;
+    for (size_t i = 0; i < n && jobs && ctx->guarded; i++) {
+        entry_job *job = &jobs[i];
+        if (!job->audit_action) continue;
+        int st = job->audit_status >= 400 ? job->audit_status
+                 : transaction           ? rs->status
+                 : job->status ? job->status : 200;
+        const char *why = job->audit_reason[0] ? job->audit_reason : st >= 400 ? "not stored: the Bundle failed" : NULL;
+        int last = i == last_logged;
+        const char *rid = job->id[0] ? job->id : st < 400 && job->wr.meta.id[0] ? job->wr.meta.id : NULL;
+        if (strcmp(job->audit_action, "search") == 0 && job->audit_npkeys) {
+            for (int k = 0; k < job->audit_npkeys; k++)
+                audit_req(ctx, rq, "search", job->type, NULL, job->audit_pkeys[k], NULL, st, NULL, why,
+                          last && k + 1 == job->audit_npkeys);
+        } else {
+            audit_req(ctx, rq, job->audit_action, job->type, rid, job->audit_pkey,
+                      job->audit_pid[0] ? job->audit_pid : NULL, st, NULL, why, last);
+        }
+    }
     for (size_t i = 0; i < n && jobs; i++) {
+        free(jobs[i].audit_pkeys);
         store_prep_free(jobs[i].prep);
         free(jobs[i].wr.body);
         buf_free(&jobs[i].out);

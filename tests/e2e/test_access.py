@@ -1,0 +1,111 @@
+"""Access control end to end: who may see what, and the access log that
+records it (issue 6). Real server, real HTTP clients, both backends."""
+import subprocess
+
+from concordlib import Fhir, provision, uid
+
+
+def _patient(fhir, practice=None):
+    p = {"resourceType": "Patient", "name": [{"family": "Access" + uid()[:6]}]}
+    if practice:
+        p["generalPractitioner"] = [{"reference": f"Organization/org-{practice}"}]
+    r = fhir.post("Patient", p)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _client(server, user, role, org):
+    return Fhir(server.base, provision(server.binary, server.db, user=user, role=role, org=org))
+
+
+def _log(officer, **params):
+    r = officer.get("$access-log", params={"_count": 200, **params})
+    assert r.status_code == 200, r.text
+    return [e["resource"] for e in r.json().get("entry", [])]
+
+
+def test_no_token_is_refused_and_metadata_is_public(server):
+    anon = Fhir(server.base)
+    assert anon.get("Patient").status_code == 401
+    assert anon.get("metadata").status_code == 200
+    assert Fhir(server.base, "cct_" + "A" * 43).get("Patient").status_code == 401
+    assert Fhir(server.base, "x" * 5000).get("Patient").status_code in (400, 401, 431)
+
+
+def test_relationship_decides_reads_and_searches_hide_the_rest(fhir, server):
+    practice = "AC" + uid()[:4].upper()
+    mine, other = _patient(fhir, practice), _patient(fhir)
+    gp = _client(server, "gp-" + uid()[:8], "gp", practice)
+    assert gp.get(f"Patient/{mine}").status_code == 200
+    r = gp.get(f"Patient/{other}")
+    assert r.status_code == 403 and "break-glass" in r.text
+    ids = {e["resource"]["id"] for e in gp.get("Patient", params={"_count": 1000}).json().get("entry", [])}
+    assert mine in ids and other not in ids
+
+
+def test_break_glass_opens_logs_and_awaits_review(fhir, server):
+    pid = _patient(fhir)
+    user = "ed-" + uid()[:8]
+    ed = _client(server, user, "ed-clinician", "RX" + uid()[:3].upper())
+    assert ed.get(f"Patient/{pid}").status_code == 403
+    assert ed.post(f"Patient/{pid}/$break-glass", {"reason": "short"}).status_code == 400
+    r = ed.post(f"Patient/{pid}/$break-glass", {"reason": "unconscious in resus, no history available"})
+    assert r.status_code == 200, r.text
+    r = ed.get(f"Patient/{pid}")
+    assert r.status_code == 200 and r.headers.get("X-Concord-Access") == "break-glass"
+    officer = _client(server, "po-" + uid()[:8], "privacy-officer", "PO001")
+    grants = officer.get("$break-glass", params={"reviewed": "false"}).json()
+    g = [x for x in grants if x["user"] == user and x["patient"] == pid]
+    assert g and not g[0]["reviewed"]
+    assert officer.post(f"$break-glass/{g[0]['id']}/$review", {"note": "justified"}).status_code == 200
+    assert ed.get("$break-glass").status_code == 403
+    purposes = [e.get("purposeOfEvent") for e in _log(officer, user=user)]
+    assert any("ETREAT" in str(p) for p in purposes), purposes
+
+
+def test_access_log_records_reads_refusals_and_bundle_entries(fhir, server):
+    practice = "AL" + uid()[:4].upper()
+    pid = _patient(fhir, practice)
+    user = "gp-" + uid()[:8]
+    gp = _client(server, user, "gp", practice)
+    assert gp.get(f"Patient/{pid}").status_code == 200
+    stranger = _patient(fhir)
+    assert gp.get(f"Patient/{stranger}").status_code == 403
+    b = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": f"Patient/{pid}"}},
+        {"request": {"method": "GET", "url": f"Patient/{stranger}"}}]}
+    assert gp.post("", b).status_code == 200
+    officer = _client(server, "po-" + uid()[:8], "privacy-officer", "PO001")
+    events = _log(officer, user=user)
+    outcomes = [e["outcome"] for e in events]
+    assert outcomes.count("0") >= 2 and outcomes.count("4") >= 2, outcomes
+    assert gp.get("$access-log").status_code == 403
+    subprocess.run([server.binary, "audit", "verify", "--db", server.db], check=True, capture_output=True,
+                   timeout=120)
+
+
+def test_patient_sees_own_record_and_who_accessed_it(fhir, server):
+    practice = "PT" + uid()[:4].upper()
+    pid, other = _patient(fhir, practice), _patient(fhir)
+    gp = _client(server, "gp-" + uid()[:8], "gp", practice)
+    assert gp.get(f"Patient/{pid}").status_code == 200
+    name = "pt-" + uid()[:8]
+    subprocess.run([server.binary, "user", "add", name, "--role", "patient", "--patient", pid, "--no-password",
+                    "--db", server.db], check=True, capture_output=True, timeout=120)
+    tok = subprocess.run([server.binary, "token", "create", "--user", name, "--db", server.db], check=True,
+                         capture_output=True, text=True, timeout=120).stdout.strip()
+    me = Fhir(server.base, tok)
+    assert me.get(f"Patient/{pid}").status_code == 200
+    assert me.get(f"Patient/{other}").status_code == 403
+    events = _log(me)
+    assert events and all(
+        any(en.get("what", {}).get("reference") == f"Patient/{pid}" for en in e.get("entity", [])) for e in events)
+    assert me.get("$access-log", params={"patient": other}).status_code == 403
+    goal = {"resourceType": "Goal", "lifecycleStatus": "active", "description": {"text": "walk to the shops"},
+            "subject": {"reference": f"Patient/{pid}"}}
+    r = me.post("Goal", goal)
+    assert r.status_code == 201, r.text
+    tags = [t.get("code") for t in r.json()["meta"].get("tag", [])]
+    assert "patient-authored" in tags
+    assert me.post("Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                                    "subject": {"reference": f"Patient/{pid}"}}).status_code == 403
