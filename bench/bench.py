@@ -315,6 +315,17 @@ class Server:
             self.mllp_port = free_port()
             argv += ["--mllp", "127.0.0.1:%d" % self.mllp_port]
         self.argv = argv
+        # the server requires sign-in: an integration (system) account and
+        # its token, made with the CLI on the database before it starts;
+        # wrk scripts and population.py read BENCH_TOKEN
+        if "token" in run_text([cfg.binary, "--help"]):
+            subprocess.run([cfg.binary, "user", "add", "bench", "--role", "system", "--org", "BENCH1",
+                            "--no-password", "--db", db.arg], capture_output=True, stdin=subprocess.DEVNULL)
+            tok = subprocess.run([cfg.binary, "token", "create", "--user", "bench", "--db", db.arg],
+                                 capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            if tok.returncode != 0 or not tok.stdout.strip():
+                raise SystemExit("bench: cannot create an API token: " + tok.stderr.strip())
+            os.environ["BENCH_TOKEN"] = tok.stdout.strip()
         self.logf = open(self.log_path, "w")
         self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.pid = self.proc.pid
@@ -527,7 +538,10 @@ def perf_top(path, n=20):
 
 
 def get_json(url, timeout=60):
-    req = urllib.request.Request(url, headers={"Accept": "application/fhir+json"})
+    headers = {"Accept": "application/fhir+json"}
+    if os.environ.get("BENCH_TOKEN"):
+        headers["Authorization"] = "Bearer " + os.environ["BENCH_TOKEN"]
+    req = urllib.request.Request(url, headers=headers)
     t0 = time.time()
     with urllib.request.urlopen(req, timeout=timeout) as r:
         body = json.loads(r.read())

@@ -25,6 +25,7 @@ URL RESOURCES` loads on its own.
 import datetime
 import http.client
 import json
+import os
 import multiprocessing as mp
 import sys
 import time
@@ -167,6 +168,8 @@ def _worker(url, patients, wid, nworkers, done_res, failed, deadline):
     u = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=300)
     headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+    if os.environ.get("BENCH_TOKEN"):  # bench.py provisions it (the server requires sign-in)
+        headers["Authorization"] = "Bearer " + os.environ["BENCH_TOKEN"]
     for i, (first, last) in enumerate(bundles(patients)):
         if i % nworkers != wid:
             continue

@@ -336,6 +336,11 @@ def put_latencies(cfg, db, patients, registry_on):
     port = bench.free_port()
     env = None if registry_on else env_off()
     logf = open(os.path.join(os.path.dirname(db), "serve-%s.log" % ("on" if registry_on else "off")), "w")
+    # the server requires sign-in: an integration account's token, made on the database with the CLI
+    subprocess.run([cfg.binary, "user", "add", "bench", "--role", "system", "--org", "BENCH1", "--no-password",
+                    "--db", db], capture_output=True, stdin=subprocess.DEVNULL, env=env)
+    token = subprocess.run([cfg.binary, "token", "create", "--user", "bench", "--db", db], capture_output=True,
+                           text=True, stdin=subprocess.DEVNULL, env=env).stdout.strip()
     proc = subprocess.Popen([cfg.binary, "serve", "--db", db, "--http", "127.0.0.1:%d" % port, "--mllp", "off",
                              "--log-level", "warn"], stdout=logf, stderr=subprocess.STDOUT, env=env)
     try:
@@ -351,7 +356,7 @@ def put_latencies(cfg, db, patients, registry_on):
                     raise SystemExit("registry bench: the server did not start")
                 time.sleep(0.1)
         lat = []
-        hdr = {"Content-Type": "application/fhir+json"}
+        hdr = {"Content-Type": "application/fhir+json", "Authorization": "Bearer " + token}
         for p in patients:
             body = json.dumps(p)
             t = time.perf_counter()

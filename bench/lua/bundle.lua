@@ -11,7 +11,7 @@ setup, done = R.setup, R.done
 local nonce = tonumber(os.getenv("BENCH_NONCE") or "") or os.time()
 local OBS = tonumber(os.getenv("BENCH_BUNDLE_OBS") or "99")
 local n = 0
-local headers = { ["Content-Type"] = "application/fhir+json" }
+local headers = { ["Content-Type"] = "application/fhir+json", ["Authorization"] = P.auth }
 local UNITS = { "mmol/mol", "mm[Hg]", "mm[Hg]", "kg", "kg/m2", "mmol/L", "/min", "mL/min/{1.73_m2}" }
 
 local function uuid(a, b, c)

@@ -9,7 +9,7 @@ setup, done = R.setup, R.done
 
 local nonce = os.getenv("BENCH_NONCE") or tostring(os.time())
 local n = 0
-local headers = { ["Content-Type"] = "application/fhir+json" }
+local headers = { ["Content-Type"] = "application/fhir+json", ["Authorization"] = P.auth }
 
 function request()
   n = n + 1

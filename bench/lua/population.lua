@@ -89,4 +89,10 @@ end
 
 P.patients = tonumber(os.getenv("BENCH_PATIENTS") or "0") or 0
 
+-- The server requires authentication (docs/access.md): bench.py provisions
+-- a token and passes it in BENCH_TOKEN. Requests built without their own
+-- headers take wrk.headers; scripts with their own add P.auth.
+P.auth = os.getenv("BENCH_TOKEN") and ("Bearer " .. os.getenv("BENCH_TOKEN")) or nil
+if P.auth and wrk then wrk.headers["Authorization"] = P.auth end
+
 return P
