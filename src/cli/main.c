@@ -143,6 +143,7 @@ int cli_open_store(const cli_opts *o, int migrate, store **s) {
     if (migrate && registry_attach(*s, &e) != ST_OK) {
         fprintf(stderr, "concord: registry: %s\n", e.msg);
         store_close(*s);
+        *s = NULL; /* callers may close what they got */
         return 1;
     }
     /* every write labelled (recording organisation, sensitive categories)
@@ -156,12 +157,14 @@ int cli_open_store(const cli_opts *o, int migrate, store **s) {
     if (acc_policy_init(acc_dir, &e) != ST_OK || (migrate && acc_rel_attach(*s, &e) != ST_OK)) {
         fprintf(stderr, "concord: access: %s%s%s\n", e.where[0] ? e.where : "", e.where[0] ? ": " : "", e.msg);
         store_close(*s);
+        *s = NULL; /* callers may close what they got */
         return 1;
     }
     /* every person's risk facts kept current as data arrives (docs/risk.md) */
     if (migrate && risk_install(*s, &e) != ST_OK) {
         fprintf(stderr, "concord: risk: %s\n", e.msg);
         store_close(*s);
+        *s = NULL; /* callers may close what they got */
         return 1;
     }
     return 0;

@@ -10,6 +10,7 @@
  * Every response carries X-Request-Id; errors are OperationOutcomes.
  */
 #include "server.h"
+#include "landing.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -103,7 +104,8 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
     *con_cls = NULL;
 }
 
-static void landing_page(http_server *h, buf *b) {
+/* The page at `/` (landing.c): counts refreshed at most every 10 s. */
+static void landing_page(http_server *h, buf *b, const acc_principal *who) {
     pthread_mutex_lock(&h->counts_lock);
     time_t now = time(NULL);
     if (!h->counts_html || now - h->counts_at >= 10) {
@@ -137,20 +139,8 @@ static void landing_page(http_server *h, buf *b) {
         h->counts_html = buf_take(&t);
         h->counts_at = now;
     }
-    buf_puts(b, "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>concord</title>"
-                "<style>body{font-family:system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem;"
-                "color:#1d2733}table{border-collapse:collapse}td,th{padding:.25rem .75rem;text-align:left;"
-                "border-bottom:1px solid #d8dde3}td:last-child,th:last-child{text-align:right}"
-                "code{background:#eef1f4;padding:.1rem .3rem}</style></head><body>");
-    buf_printf(b, "<h1>concord</h1><p>Integrated care server, version %s. FHIR R4 at <code>", h->cfg.version);
-    buf_html_escape(b, h->base);
-    buf_puts(b, "</code>, storage: ");
-    buf_html_escape(b, store_backend(h->s));
-    buf_puts(b, ".</p><ul><li><a href=\"/fhir/metadata\">CapabilityStatement</a> (<code>/fhir/metadata</code>)</li>"
-                "<li><a href=\"/fhir/Patient?_count=20\">Patients</a></li></ul><h2>Data held</h2>");
-    buf_puts(b, h->counts_html);
+    http_landing_page(b, h->cfg.version, h->base, store_backend(h->s), who, h->counts_html);
     pthread_mutex_unlock(&h->counts_lock);
-    buf_puts(b, "</body></html>");
 }
 
 static int hexdig(char c) {
@@ -387,8 +377,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         ret = send_buf(c, rs.status, rs.content_type, &rs.body, rq->rid, &rs);
     } else if (strcmp(url, "/") == 0 && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)) {
+        /* signed in (a session cookie) or not: the page differs, never errs */
+        acc_principal who;
+        int have = 0;
+        err ae;
+        if (h->cfg.auth && authenticate(h, c, method, addr, &who, &have, &ae) != ST_OK) have = 0;
         rs.status = 200;
-        landing_page(h, &rs.body);
+        landing_page(h, &rs.body, have ? &who : NULL);
         ret = send_buf(c, 200, "text/html; charset=utf-8", &rs.body, rq->rid, NULL);
     } else {
         err e;

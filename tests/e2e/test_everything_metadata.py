@@ -2,6 +2,7 @@
 what it claims is true), and the landing page at /."""
 
 import re
+import subprocess
 
 import pytest
 import requests
@@ -200,6 +201,8 @@ def test_metadata_head_or_accept_json(server):
 
 
 def test_landing_page(server_factory, capability):
+    """Signed out: what concord is and a sign-in form, no figures. Signed in
+    (a session from /auth/login): who you are and the per-type counts."""
     s = server_factory.start()
     fhir = Fhir(s.base, s.token)
     try:
@@ -213,9 +216,21 @@ def test_landing_page(server_factory, capability):
         html = r.text
         assert "concord" in html.lower()
         assert capability["software"]["version"] in html
-        assert 'href="/fhir/metadata"' in html or f'href="{s.base}/metadata"' in html
+        assert 'href="/fhir/metadata"' not in html  # links come with signing in
+        assert 'id="signin"' in html and 'type="password"' in html
+        assert "Landing" not in html and "Observation" not in html, "signed out, the page shows no data"
+        password = "landing-" + uid()
+        add = subprocess.run([s.binary, "user", "add", "landing-admin", "--role", "admin", "--password-stdin",
+                              "--db", s.db], input=password + "\n", capture_output=True, text=True, timeout=120)
+        assert add.returncode == 0, add.stderr
+        web = requests.Session()
+        r = web.post(f"{s.root}/auth/login", json={"user": "landing-admin", "password": password}, timeout=30)
+        assert r.status_code == 200, r.text
+        html = web.get(f"{s.root}/", timeout=30).text
+        assert 'href="/fhir/metadata"' in html
         text = re.sub(r"<[^>]+>", " ", html)
         text = re.sub(r"\s+", " ", text)
+        assert "Signed in as landing-admin (Administrator)" in text, text
         assert re.search(r"Patient\s*3\b", text), f"no 'Patient 3' count in: {text}"
         assert re.search(r"Observation\s*2\b", text), f"no 'Observation 2' count in: {text}"
     finally:
