@@ -161,8 +161,11 @@ static status check_type(json_t *res, const char *type, err *e) {
     return ST_OK;
 }
 
-/* Conditional create: search `criteria` within the txn. *found: 0, 1, or 2+ */
-static status match_criteria(store_txn *tx, const char *type, const char *criteria, store_items *it, err *e) {
+/* Conditional create: search `criteria` within the txn. *found: 0, 1, or 2+.
+ * `scope`: what the principal may see (NULL: everything) — a record they
+ * may not see neither matches nor is revealed, as in any search. */
+static status match_criteria(store_txn *tx, const char *type, const char *criteria, const store_scope *scope,
+                             store_items *it, err *e) {
     arena a = {0};
     search_param_kv *kv;
     int n = search_split_query(&a, criteria, strlen(criteria), &kv);
@@ -175,6 +178,7 @@ static status match_criteria(store_txn *tx, const char *type, const char *criter
         q.count = 2;
         q.offset = 0;
         q.n_includes = 0;
+        q.scope = scope;
         rc = store_txn_search(tx, &q, it, e);
     }
     arena_free(&a);
@@ -200,12 +204,13 @@ static status prepare_create(json_t *res, const char *type, const char *id, int 
 }
 
 /* `prep` from prepare_create, or NULL to do it all here. */
-static status do_create(store_txn *tx, json_t *res, const char *type, const char *if_none_exist, const char *id,
-                        int validated, int want_body, store_prep *prep, write_result *wr, err *e) {
+static status do_create(store_txn *tx, json_t *res, const char *type, const char *if_none_exist,
+                        const store_scope *scope, const char *id, int validated, int want_body, store_prep *prep,
+                        write_result *wr, err *e) {
     status rc = ST_OK;
     if (if_none_exist && *if_none_exist) {
         store_items it = {0};
-        rc = match_criteria(tx, type, if_none_exist, &it, e);
+        rc = match_criteria(tx, type, if_none_exist, scope, &it, e);
         if (rc == ST_OK && it.n > 1)
             rc = err_set(e, ST_PRECONDITION, "multiple-matches", "If-None-Exist",
                          "the condition '%s' matches more than one %s", if_none_exist, type);
@@ -372,6 +377,7 @@ static void h_read(rest_ctx *ctx, const rest_request *rq, rest_response *rs, con
 typedef struct create_arg {
     json_t *res;
     const char *type, *id, *if_none_exist;
+    const store_scope *scope; /* of the conditional create's search */
     int64_t if_match;
     store_prep *prep;
     write_result wr;
@@ -379,7 +385,7 @@ typedef struct create_arg {
 
 static status create_fn(store_txn *tx, void *p, err *e) {
     create_arg *a = p;
-    return do_create(tx, a->res, a->type, a->if_none_exist, NULL, 1, 1, a->prep, &a->wr, e);
+    return do_create(tx, a->res, a->type, a->if_none_exist, a->scope, NULL, 1, 1, a->prep, &a->wr, e);
 }
 
 static status update_fn(store_txn *tx, void *p, err *e) {
@@ -412,6 +418,11 @@ static void h_create(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
         return;
     }
     status rc = prepare_create(a.res, a.type, NULL, 0, &a.prep, &e);
+    acc_scope sc;
+    if (rc == ST_OK && ctx->guarded && a.if_none_exist && *a.if_none_exist) {
+        rc = acc_scope_for(ctx->store, rq->who, &sc, &e);
+        a.scope = &sc.sc;
+    }
     if (rc == ST_OK) rc = in_txn(ctx->store, create_fn, &a, &e);
     if (rc != ST_OK) rest_error(rs, &e);
     else respond_write(rq, rs, &a.wr, 200);
@@ -1109,8 +1120,16 @@ static status run_entry(rest_ctx *ctx, const rest_request *rq, store_txn *tx, en
     }
     if (strcmp(job->method, "POST") == 0) {
         if (!job->resource) return err_set(e, ST_INVALID, "required", where, "POST entry without a resource");
-        rc = do_create(tx, job->resource, job->type, job->full_url || job->id[0] ? NULL : job->if_none_exist,
-                       job->id[0] ? job->id : NULL, job->validated, want_body, job->prep, &job->wr, e);
+        const char *cond = job->full_url || job->id[0] ? NULL : job->if_none_exist;
+        acc_scope sc;
+        const store_scope *scope = NULL;
+        if (cond && *cond && ctx->guarded) {
+            rc = acc_scope_for(ctx->store, rq->who, &sc, e);
+            if (rc != ST_OK) return rc;
+            scope = &sc.sc;
+        }
+        rc = do_create(tx, job->resource, job->type, cond, scope, job->id[0] ? job->id : NULL, job->validated,
+                       want_body, job->prep, &job->wr, e);
         job->status = job->wr.created ? 201 : 200;
     } else if (strcmp(job->method, "PUT") == 0) {
         if (!job->resource) return err_set(e, ST_INVALID, "required", where, "PUT entry without a resource");
@@ -1353,7 +1372,13 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
             entry_job *job = &jobs[i];
             if (strcmp(job->method, "POST") != 0 || !job->if_none_exist) continue;
             store_items it = {0};
-            rc = match_criteria(tx, job->type, job->if_none_exist, &it, &e);
+            acc_scope sc;
+            const store_scope *scope = NULL;
+            if (ctx->guarded) {
+                rc = acc_scope_for(ctx->store, rq->who, &sc, &e);
+                scope = &sc.sc;
+            }
+            if (rc == ST_OK) rc = match_criteria(tx, job->type, job->if_none_exist, scope, &it, &e);
             if (rc == ST_OK && it.n > 1)
                 rc = err_set(&e, ST_PRECONDITION, "multiple-matches", NULL,
                              "Bundle.entry[%zu]: ifNoneExist '%s' matches more than one %s", i, job->if_none_exist,

@@ -109,3 +109,21 @@ def test_patient_sees_own_record_and_who_accessed_it(fhir, server):
     assert "patient-authored" in tags
     assert me.post("Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
                                     "subject": {"reference": f"Patient/{pid}"}}).status_code == 403
+
+
+def test_conditional_create_neither_matches_nor_reveals_hidden_records(fhir, server):
+    """If-None-Exist searches within what the user may see: a matching record
+    they may not see is not returned (that would reveal it); theirs is."""
+    system = "urn:concord-e2e:cond-access"
+    value = uid()
+    hidden = fhir.post("Patient", {"resourceType": "Patient", "identifier": [{"system": system, "value": value}]})
+    assert hidden.status_code == 201
+    practice = "CC" + uid()[:4].upper()
+    gp = _client(server, "gp-" + uid()[:8], "gp", practice)
+    mine = {"resourceType": "Patient", "identifier": [{"system": system, "value": value}],
+            "generalPractitioner": [{"reference": f"Organization/org-{practice}"}]}
+    r = gp.post("Patient", mine, headers={"If-None-Exist": f"identifier={system}|{value}"})
+    assert r.status_code == 201, r.text
+    assert r.json()["id"] != hidden.json()["id"]
+    again = gp.post("Patient", mine, headers={"If-None-Exist": f"identifier={system}|{value}"})
+    assert again.status_code == 200 and again.json()["id"] == r.json()["id"], again.text
