@@ -298,7 +298,14 @@ static void h_import(void *user, const rest_request *rq, rest_response *rs, cons
         }
         json_object_set_new(req, "mapping", json_string(mpath));
     }
-    if (rest_query_param(rq->query, "organisation", val, sizeof val)) json_object_set_new(req, "organisation", json_string(val));
+    if (rest_query_param(rq->query, "organisation", val, sizeof val)) {
+        if (rq->who && rq->who->org[0] && strcmp(val, rq->who->org) != 0) { /* refused before the upload is kept */
+            fail(rs, ST_FORBIDDEN, "forbidden", "organisation",
+                 "this account writes as organisation %s; it may not import as another", rq->who->org);
+            goto out;
+        }
+        json_object_set_new(req, "organisation", json_string(val));
+    }
     if (rest_query_param(rq->query, "setting", val, sizeof val)) {
         if (!valid_setting(val)) {
             fail(rs, ST_INVALID, "value", "setting", "'%s' is not a care setting (primary-care, acute, community, social-care, mental-health)", val);
@@ -401,6 +408,18 @@ static void h_import(void *user, const rest_request *rq, rest_response *rs, cons
             goto out;
         }
     }
+    /* a feed writes as the organisation it is (docs/access.md): an account
+     * with an organisation imports as that organisation and no other */
+    if (rq->who && rq->who->org[0]) {
+        const char *asked = json_string_value(json_object_get(req, "organisation"));
+        if (asked && strcmp(asked, rq->who->org) != 0) {
+            fail(rs, ST_FORBIDDEN, "forbidden", "organisation",
+                 "this account writes as organisation %s; it may not import as another", rq->who->org);
+            goto out;
+        }
+        json_object_set_new(req, "organisation", json_string(rq->who->org));
+    }
+    if (rq->who) json_object_set_new(req, "requested_by", json_string(rq->who->user));
     char *text = json_dumps(req, JSON_COMPACT);
     int64_t job = 0;
     status rc = store_import_job_create(svc->s, "api", "queued", text, &job, &e);

@@ -96,11 +96,11 @@ status risk_worklist(store *s, const risk_worklist_query *q, json_t **out, err *
     store_binds sb = {0};
     if (q->scope) {
         buf_puts(&w.sql, " AND ");
-        store_scope_pkey_sql(q->scope, "pkey", &w.sql, &sb);
+        store_scope_pkey_sql(q->scope, "rs.pkey", &w.sql, &sb); /* qualified: the scope's subqueries have pkeys too */
     }
 
     /* the total */
-    buf_puts(&sql, "SELECT COUNT(*) FROM risk_score");
+    buf_puts(&sql, "SELECT COUNT(*) FROM risk_score rs");
     buf_append(&sql, w.sql.p, w.sql.len);
     rc = drv->prepare(d, sql.p, 0, &st, e);
     if (rc != ST_OK) goto out;
@@ -121,9 +121,9 @@ status risk_worklist(store *s, const risk_worklist_query *q, json_t **out, err *
         &sql,
         "SELECT patient_id, practice, mdg, age, sex, probability, tier, efi, efi_band, hfrs, hfrs_band,"
         " charlson, charlson2011, lace, lace_band, diabetes, care_plan, last_review, factors, as_of, model"
-        " FROM risk_score");
+        " FROM risk_score rs");
     buf_append(&sql, w.sql.p, w.sql.len);
-    buf_puts(&sql, " ORDER BY probability DESC, pkey LIMIT ? OFFSET ?");
+    buf_puts(&sql, " ORDER BY probability DESC, rs.pkey LIMIT ? OFFSET ?");
     rc = drv->prepare(d, sql.p, 0, &st, e);
     if (rc != ST_OK) goto out;
     w_bind(drv, st, &w);

@@ -119,15 +119,37 @@ def test_demo_serves_and_its_banner_urls_answer(concord_bin, tmp_path):
                 break
             banner += line
         assert "Stop with Ctrl-C" in banner, banner
-        urls = re.findall(r"(http://\S+)", banner)
+        urls = [u.rstrip("'") for u in re.findall(r"(http://\S+)", banner)]
         assert any("p0000001" in u for u in urls)
-        # the API needs a token: the tests' principal gets one on the demo's database (the CLI beside the server)
-        auth = bearer(provision(concord_bin, db))
+        # the demo's users: one per role, a password and the GP's API token printed, kept in a private file
+        for role in ("gp", "practice-nurse", "consultant", "ed-clinician", "community-nurse", "social-worker",
+                     "pharmacist", "mental-health", "mdg-coordinator", "analyst", "admin", "privacy-officer",
+                     "patient"):
+            assert re.search(rf"^  \S+\s+{role}\b", banner, re.M), (role, banner)
+        password = re.search(r"Password for each: (\S+)", banner).group(1)
+        token = re.search(r"Bearer (cct_\S+?)'", banner).group(1)
+        creds = tmp_path / "demo.db.demo-users"
+        assert oct(creds.stat().st_mode & 0o777) == "0o600"
+        assert password in creds.read_text() and token in creds.read_text()
+        gp = bearer(token)
+        patient = requests.Session()
+        r = patient.post(f"http://127.0.0.1:{port}/auth/login", json={"user": "p0000001", "password": password},
+                         timeout=30)
+        assert r.status_code == 200, r.text
         for u in urls:
             if u.endswith("/fhir"):
                 continue  # the API base: a prefix, not a resource
-            r = requests.get(u, headers=auth if "/fhir/" in u else {}, timeout=10)
-            assert r.status_code == 200, (u, r.status_code)
+            if "$access-log" in u:
+                r = patient.get(u, timeout=10)  # the patient reads who has looked at their record
+            else:
+                r = requests.get(u, headers=gp if "/fhir/" in u else {}, timeout=10)
+            assert r.status_code == 200, (u, r.status_code, r.text[:300])
+        # a user without a relationship is refused p0000001's record
+        consultant = requests.Session()
+        assert consultant.post(f"http://127.0.0.1:{port}/auth/login",
+                               json={"user": "consultant.za1", "password": password}, timeout=30).status_code == 200
+        r = consultant.get(f"http://127.0.0.1:{port}/fhir/Patient/p0000001/$everything", timeout=10)
+        assert r.status_code == 403, r.text
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
