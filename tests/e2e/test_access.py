@@ -127,3 +127,22 @@ def test_conditional_create_neither_matches_nor_reveals_hidden_records(fhir, ser
     assert r.json()["id"] != hidden.json()["id"]
     again = gp.post("Patient", mine, headers={"If-None-Exist": f"identifier={system}|{value}"})
     assert again.status_code == 200 and again.json()["id"] == r.json()["id"], again.text
+
+
+def test_cli_commands_are_in_the_access_log(server):
+    """The command line reads the store directly, as the operating-system
+    user: each command that opens the store is logged first, tokens masked."""
+    marker = "cli-" + uid()[:8]
+    r = subprocess.run([server.binary, "user", "add", marker, "--role", "analyst", "--no-password", "--db", server.db],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    tok = subprocess.run([server.binary, "token", "create", "--user", marker, "--db", server.db],
+                         capture_output=True, text=True, timeout=120).stdout.strip()
+    assert subprocess.run([server.binary, "token", "revoke", tok, "--db", server.db], capture_output=True,
+                          text=True, timeout=120).returncode == 0
+    out = subprocess.run([server.binary, "audit", "list", "--action", "admin", "--json", "--db", server.db],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert f"concord user add {marker} --role analyst" in text
+    assert "concord token revoke cct_" in text and tok not in text, "a token on the command line is masked"
