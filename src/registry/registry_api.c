@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../access/guard.h"
 #include "../access/policy.h"
 #include "registry_int.h"
 
@@ -201,6 +202,39 @@ static int parse_key(const char *id, int64_t *out) {
 
 /* ---- handlers ------------------------------------------------------------------------ */
 
+/* $match answers within what the user may see, like any search: a
+ * candidate they have no relationship with is left out (its existence is
+ * not revealed), and the total counts what is left. */
+static status match_visible_only(store *s, const acc_principal *who, buf *out, err *e) {
+    json_error_t je;
+    json_t *b = json_loadb(out->p ? out->p : "", out->len, 0, &je);
+    if (!b) return err_set(e, ST_IO, "exception", NULL, "$match produced unreadable JSON: %s", je.text);
+    json_t *entries = json_object_get(b, "entry");
+    status rc = ST_OK;
+    for (size_t i = json_array_size(entries); rc == ST_OK && i-- > 0;) {
+        json_t *res = json_object_get(json_array_get(entries, i), "resource");
+        const char *rid = json_string_value(json_object_get(res, "id"));
+        store_meta m;
+        err re;
+        int visible = 0;
+        if (rid && store_read(s, "Patient", rid, 0, NULL, &m, &re) == ST_OK) {
+            status g = guard_record(s, who, &m, NULL, &re);
+            if (g == ST_OK) visible = 1;
+            else if (g != ST_FORBIDDEN && g != ST_NOT_FOUND) rc = err_set(e, g, "exception", NULL, "%s", re.msg);
+        }
+        if (!visible) json_array_remove(entries, i);
+    }
+    if (rc == ST_OK) {
+        json_object_set_new(b, "total", json_integer((json_int_t)json_array_size(entries)));
+        char *t = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        buf_reset(out);
+        if (t) buf_puts(out, t);
+        free(t);
+    }
+    json_decref(b);
+    return rc;
+}
+
 static void h_match(void *user, const rest_request *rq, rest_response *rs, const char *id) {
     registry *r = user;
     int bad;
@@ -233,10 +267,13 @@ static void h_match(void *user, const rest_request *rq, rest_response *rs, const
     buf out = {0};
     err e;
     err_clear(&e);
-    if (registry_match(r, patient, only_certain, count, rq->base_url, &out, &e) != ST_OK)
+    if (registry_match(r, patient, only_certain, count, rq->base_url, &out, &e) != ST_OK) {
         rest_error(rs, &e);
-    else
+    } else if (rq->who && match_visible_only(r->s, rq->who, &out, &e) != ST_OK) {
+        rest_error(rs, &e);
+    } else {
         send_buf(rs, 200, &out, FHIR_CT);
+    }
     buf_free(&out);
     json_decref(body);
 }
@@ -284,6 +321,7 @@ static void review_decide(registry *r, const rest_request *rq, rest_response *rs
     if (bad) return;
     char who[128] = "api", note[512] = "";
     arg_param(rq, body, "user", who, sizeof who);
+    if (rq->who) snprintf(who, sizeof who, "%s", rq->who->user); /* signed in: that is who decided */
     int has_note = arg_param(rq, body, "note", note, sizeof note);
     buf out = {0};
     err e;
@@ -312,6 +350,7 @@ static void h_merge(void *user, const rest_request *rq, rest_response *rs, const
     arg_param(rq, body, "keep", keep, sizeof keep);
     arg_param(rq, body, "retire", retire, sizeof retire);
     arg_param(rq, body, "user", who, sizeof who);
+    if (rq->who) snprintf(who, sizeof who, "%s", rq->who->user); /* signed in: that is who decided */
     arg_param(rq, body, "reason", reason, sizeof reason);
     json_decref(body);
     if (!keep[0] || !retire[0]) {
@@ -349,6 +388,7 @@ static void h_unmerge(void *user, const rest_request *rq, rest_response *rs, con
     if (bad) return;
     char who[128] = "api";
     arg_param(rq, body, "user", who, sizeof who);
+    if (rq->who) snprintf(who, sizeof who, "%s", rq->who->user); /* signed in: that is who decided */
     json_decref(body);
     int64_t ev = 0;
     err e;

@@ -146,3 +146,28 @@ def test_cli_commands_are_in_the_access_log(server):
     text = out.stdout
     assert f"concord user add {marker} --role analyst" in text
     assert "concord token revoke cct_" in text and tok not in text, "a token on the command line is masked"
+
+
+def test_patient_match_answers_within_what_the_user_may_see(fhir, server):
+    """Patient/$match is a search: a candidate the user has no relationship
+    with is neither returned nor counted."""
+    practice = "PM" + uid()[:4].upper()
+    family = "Matchscope" + uid()[:6]
+    base = {"resourceType": "Patient", "name": [{"family": family, "given": ["Ann"]}], "birthDate": "1950-03-04",
+            "gender": "female"}
+    nhs = "https://fhir.nhs.uk/Id/nhs-number"
+    # two women of one name and birth date with different NHS numbers: two people (not linked)
+    mine = fhir.post("Patient", {**base, "identifier": [{"system": nhs, "value": "9434765870"}],
+                                 "generalPractitioner": [{"reference": f"Organization/org-{practice}"}]})
+    other = fhir.post("Patient", {**base, "identifier": [{"system": nhs, "value": "4010232137"}]})
+    assert mine.status_code == 201 and other.status_code == 201
+    query = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": base},
+                                                          {"name": "count", "valueInteger": 10}]}
+    everyone = {e["resource"]["id"] for e in fhir.post("Patient/$match", query).json().get("entry", [])}
+    assert {mine.json()["id"], other.json()["id"]} <= everyone
+    gp = _client(server, "gp-" + uid()[:8], "gp", practice)
+    r = gp.post("Patient/$match", query)
+    assert r.status_code == 200, r.text
+    ids = {e["resource"]["id"] for e in r.json().get("entry", [])}
+    assert mine.json()["id"] in ids and other.json()["id"] not in ids
+    assert r.json()["total"] == len(ids)
