@@ -35,9 +35,11 @@
 #define C ACC_COUNT
 
 /* role x area. Columns: demographics, clinical, medication, coordination,
- * directory, audit, risk, ingest, registry, patient-authored. */
+ * directory, audit, risk, ingest, registry, patient-authored. The registry's
+ * review queue and person links show demographics of anyone, so they are
+ * for registry administrators and feeds only. */
 static const unsigned perms[ROLE_COUNT][AREA_COUNT] = {
-    [ROLE_GP] = {R | W | E | C, R | W | D | E | C, R | W | D | C, R | W | D | C, R, 0, R | C, 0, R, R},
+    [ROLE_GP] = {R | W | E | C, R | W | D | E | C, R | W | D | C, R | W | D | C, R, 0, R | C, 0, 0, R},
     [ROLE_PRACTICE_NURSE] = {R | W | C, R | W | C, R | W | C, R | W | C, R, 0, R | C, 0, 0, R},
     [ROLE_CONSULTANT] = {R | W | E | C, R | W | D | E | C, R | W | C, R | W | C, R, 0, R | C, 0, 0, R},
     [ROLE_ED_CLINICIAN] = {R | W | C, R | W | C, R | W | C, R | W | C, R, 0, R | C, 0, 0, R},
