@@ -593,6 +593,13 @@ static int identifying_param(const search_clause *c) {
     return 0;
 }
 
+void rest_touch(rest_response *rs, int64_t pkey) {
+    if (!pkey || rs->ntouched >= REST_MAX_TOUCHED) return;
+    for (int i = 0; i < rs->ntouched; i++)
+        if (rs->touched[i] == pkey) return;
+    rs->touched[rs->ntouched++] = pkey;
+}
+
 /* Who may search: a role that reads the area, within its scope; or an
  * aggregate-only role counting (_summary=count) without singling anyone
  * out, over the whole population. */
@@ -1589,8 +1596,12 @@ static void route(rest_ctx *ctx, const rest_request *rq, rest_response *rs) {
             }
             rt->fn(ctx->ext[x].user, rq, rs, id);
             if (!rs->content_type) rs->content_type = FHIR_JSON;
-            audit_req(ctx, rq, "operation", NULL, id, 0, NULL, rs->status, NULL, NULL,
-                      strcmp(rq->method, "GET") != 0);
+            /* one entry per patient whose data it returned, or one for the call */
+            for (int k = 0; k < rs->ntouched; k++)
+                audit_req(ctx, rq, "operation", NULL, id, rs->touched[k], NULL, rs->status, NULL, NULL, 0);
+            if (!rs->ntouched)
+                audit_req(ctx, rq, "operation", NULL, id, 0, NULL, rs->status, NULL, NULL,
+                          strcmp(rq->method, "GET") != 0);
             return;
         }
     }

@@ -32,6 +32,8 @@ typedef struct rest_request {
     const acc_principal *who; /* who is asking (authenticated by the HTTP layer), or NULL */
 } rest_request;
 
+#define REST_MAX_TOUCHED 256
+
 typedef struct rest_response {
     int status;
     buf body;
@@ -42,7 +44,16 @@ typedef struct rest_response {
     char content_location[512]; /* or empty (async operations: where to poll) */
     char progress[128];       /* X-Progress (async operations), or empty */
     char access[160];         /* X-Concord-Access: how access was granted when not ordinary (break-glass) */
+    /* Operations (rest_ext) that return patient data name each patient key
+     * here (rest_touch), so that the access log has an entry per patient,
+     * which each patient sees in their own log. */
+    int64_t touched[REST_MAX_TOUCHED];
+    int ntouched;
 } rest_response;
+
+/* Record that the response holds data of patient `pkey` (0 and repeats
+ * ignored; past REST_MAX_TOUCHED, the operation's own entry stands for the rest). */
+void rest_touch(rest_response *rs, int64_t pkey);
 
 /* Operations served by other modules (file import, quarantine) under the
  * same base: segments as in the built-in routes ("{id}" matches any

@@ -205,7 +205,7 @@ static int parse_key(const char *id, int64_t *out) {
 /* $match answers within what the user may see, like any search: a
  * candidate they have no relationship with is left out (its existence is
  * not revealed), and the total counts what is left. */
-static status match_visible_only(store *s, const acc_principal *who, buf *out, err *e) {
+static status match_visible_only(store *s, const acc_principal *who, buf *out, rest_response *rs, err *e) {
     json_error_t je;
     json_t *b = json_loadb(out->p ? out->p : "", out->len, 0, &je);
     if (!b) return err_set(e, ST_IO, "exception", NULL, "$match produced unreadable JSON: %s", je.text);
@@ -219,7 +219,7 @@ static status match_visible_only(store *s, const acc_principal *who, buf *out, e
         int visible = 0;
         if (rid && store_read(s, "Patient", rid, 0, NULL, &m, &re) == ST_OK) {
             status g = guard_record(s, who, &m, NULL, &re);
-            if (g == ST_OK) visible = 1;
+            if (g == ST_OK) visible = 1, rest_touch(rs, m.pkey);
             else if (g != ST_FORBIDDEN && g != ST_NOT_FOUND) rc = err_set(e, g, "exception", NULL, "%s", re.msg);
         }
         if (!visible) json_array_remove(entries, i);
@@ -269,7 +269,7 @@ static void h_match(void *user, const rest_request *rq, rest_response *rs, const
     err_clear(&e);
     if (registry_match(r, patient, only_certain, count, rq->base_url, &out, &e) != ST_OK) {
         rest_error(rs, &e);
-    } else if (rq->who && match_visible_only(r->s, rq->who, &out, &e) != ST_OK) {
+    } else if (rq->who && match_visible_only(r->s, rq->who, &out, rs, &e) != ST_OK) {
         rest_error(rs, &e);
     } else {
         send_buf(rs, 200, &out, FHIR_CT);

@@ -262,6 +262,14 @@ static void h_worklist(void *user, const rest_request *rq, rest_response *rs, co
         rest_error(rs, &e);
         return;
     }
+    /* each person listed, in their own access log */
+    size_t i;
+    json_t *row;
+    json_array_foreach(json_object_get(out, "rows"), i, row) {
+        int64_t pkey = 0;
+        const char *pid = json_string_value(json_object_get(row, "patient"));
+        if (pid && store_patient_key_of(svc->s, pid, &pkey, &e) == ST_OK) rest_touch(rs, pkey);
+    }
     send_json(rs, 200, out);
 }
 
@@ -277,6 +285,7 @@ static int patient_visible(store *s, const rest_request *rq, rest_response *rs, 
         rest_error(rs, &e);
         return 0;
     }
+    rest_touch(rs, m.pkey); /* in the patient's own access log */
     return 1;
 }
 

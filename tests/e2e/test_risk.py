@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from concordlib import Fhir, outcome, uid
+from concordlib import Fhir, outcome, provision, uid
 
 PEOPLE = 400
 AS_OF = "2026-01-01"
@@ -184,3 +184,26 @@ def test_index_calculators_cli(concord_bin):
     assert run(concord_bin, "risk", "charlson", "I21.9", "I50.0").strip() == "2 (1987 weights), 2 (2011 weights)"
     r = subprocess.run([concord_bin, "risk", "worklist"], capture_output=True, text=True)
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_worklists_are_scoped_and_every_listed_person_is_in_their_access_log(stratified, concord_bin):
+    """A GP's worklist holds only people they have a relationship with,
+    whatever the filter; each person listed gets an access-log entry."""
+    server, fhir = stratified["server"], stratified["fhir"]
+    practice = fhir.get("$risk-worklist", params={"practice": "Z90001", "_count": "1000"}).json()
+    assert practice["rows"], practice
+    mdg = practice["rows"][0]["mdg"]
+    everyone = fhir.get("$risk-worklist", params={"mdg": mdg, "_count": "1000"}).json()
+    gp_user = "gp-" + uid()[:8]
+    gp = Fhir(server.base, provision(concord_bin, stratified["db"], user=gp_user, role="gp", org="Z90001"))
+    mine = gp.get("$risk-worklist", params={"mdg": mdg, "_count": "1000"}).json()
+    ids = [row["patient"] for row in mine["rows"]]
+    assert ids and mine["total"] == len(ids), mine
+    assert {row["practice"] for row in mine["rows"]} == {"Z90001"}
+    assert len(everyone["rows"]) > len(ids), "the MDG covers other practices, which the GP does not see"
+    officer = Fhir(server.base, provision(concord_bin, stratified["db"], user="po-" + uid()[:8],
+                                          role="privacy-officer", org="E2E01"))
+    for pid in ids[:3]:
+        log = officer.get("$access-log", params={"patient": pid, "_count": "500"}).json()
+        seen = [json.dumps(e["resource"]) for e in log.get("entry", [])]
+        assert any(gp_user in x and "risk-worklist" in x for x in seen), (pid, seen[:3])
