@@ -820,6 +820,16 @@ static void h_everything(rest_ctx *ctx, const rest_request *rq, rest_response *r
         scope = &sc.sc;
     }
     status rc = store_everything_scoped(ctx->store, scope, v->id, &it, &e);
+    if (rc == ST_OK && ctx->guarded) {
+        /* only the kinds of record the role may read (a pharmacist's export
+         * has no social care, a patient's no risk scores) */
+        size_t keep = 0;
+        for (size_t i = 0; i < it.n; i++) {
+            if (acc_allow(rq->who->role, acc_area_of_type(it.v[i].meta.type), ACC_READ)) it.v[keep++] = it.v[i];
+            else free(it.v[i].body);
+        }
+        it.n = keep;
+    }
     if (rc != ST_OK) rest_error(rs, &e);
     else {
         it.total = (int64_t)it.n;

@@ -160,66 +160,107 @@ void store_scope_row_sql(const store_scope *sc, const char *alias, buf *sql, sto
     buf_puts(sql, ")))");
 }
 
-static void apply(const db_driver *drv, db_stmt *st, const store_binds *b, int first) {
-    for (int i = 0; i < b->n; i++) {
-        if (b->v[i].kind == 'i') drv->bind_int(st, first + i, b->v[i].i);
-        else drv->bind_text(st, first + i, b->v[i].t, -1);
+/* The one-record check runs on every read by id, so its statements have
+ * fixed text (prepared once per connection and cached): SAME(X) is the
+ * same subquery as in searches, bound to X; which organisation or
+ * practitioner holds a relationship is compared here, in C. */
+#define SAME_X "(SELECT pk2.pkey FROM patient_key pk1 JOIN reg_source s1 ON s1.patient_id = pk1.patient_id" \
+               " JOIN reg_source s2 ON s2.person_key = s1.person_key"                                        \
+               " JOIN patient_key pk2 ON pk2.patient_id = s2.patient_id WHERE pk1.pkey = ?)"
+
+static int in_scope_orgs(const store_scope *sc, const char *org) {
+    for (int i = 0; org && i < sc->norgs; i++)
+        if (strcmp(sc->orgs[i], org) == 0) return 1;
+    return 0;
+}
+
+/* REL(X): does any relationship row of X's person name the scope's
+ * organisations or its practitioner? */
+static status check_rel(store *s, db *d, const store_scope *sc, int64_t x, int *out, err *e) {
+    static const char sql[] = "SELECT org, who FROM acc_rel WHERE pkey = ? OR pkey IN " SAME_X;
+    db_stmt *st = NULL;
+    *out = 0;
+    status rc = s->drv->prepare(d, sql, 1, &st, e);
+    if (rc != ST_OK) return rc;
+    s->drv->bind_int(st, 1, x);
+    s->drv->bind_int(st, 2, x);
+    int r;
+    while (!*out && (r = s->drv->step(st, e)) == 1) {
+        const char *o = s->drv->col_text(st, 0, NULL), *who = s->drv->col_text(st, 1, NULL);
+        if (in_scope_orgs(sc, o) || (sc->practitioner && sc->practitioner[0] && who && strcmp(who, sc->practitioner) == 0))
+            *out = 1;
     }
+    s->drv->done(st);
+    return !*out && r < 0 ? ST_IO : ST_OK;
+}
+
+/* One row or none: 1 if the statement (binds: X twice, then `extra`) finds any. */
+static status exists_for_person(store *s, db *d, const char *sql, int64_t x, const int64_t *extra, int nextra,
+                                int *out, err *e) {
+    db_stmt *st = NULL;
+    *out = 0;
+    status rc = s->drv->prepare(d, sql, 1, &st, e);
+    if (rc != ST_OK) return rc;
+    int i = 1;
+    for (int k = 0; k < nextra; k++) s->drv->bind_int(st, i++, extra[k]);
+    s->drv->bind_int(st, i++, x);
+    s->drv->bind_int(st, i, x);
+    int r = s->drv->step(st, e);
+    s->drv->done(st);
+    if (r < 0) return ST_IO;
+    *out = r == 1;
+    return ST_OK;
 }
 
 status store_scope_check(store *s, const store_scope *sc, int64_t pkey, const char *org, unsigned sens,
                          store_why *why, int *via_glass, err *e) {
-    status rc = ST_OK;
-    buf sql = {0};
-    store_binds b = {0};
-    db_stmt *st = NULL;
+    static const char glass_sql[] = "SELECT 1 FROM acc_glass WHERE user_key = ? AND expires > ?"
+                                    " AND (pkey = ? OR pkey IN " SAME_X ") LIMIT 1";
+    static const char objection_sql[] = "SELECT 1 FROM acc_consent WHERE pkey = ? OR pkey IN " SAME_X " LIMIT 1";
     *why = STORE_VISIBLE;
     if (via_glass) *via_glass = 0;
-    if (!sc || !sc->restricted || pkey == 0) goto out;
+    if (!sc || !sc->restricted || pkey == 0) return ST_OK;
     if (!sc->patient_data) {
         *why = STORE_HIDDEN_NO_PATIENT_DATA;
-        goto out;
+        return ST_OK;
     }
     if (sc->self_only) {
         int mine = 0;
         for (int i = 0; i < sc->nself; i++) mine |= sc->self_pkeys[i] == pkey;
         if (!mine) *why = STORE_HIDDEN_NOT_SELF;
         else if (sens & sc->sens_denied) *why = STORE_HIDDEN_SENSITIVE;
-        goto out;
+        return ST_OK;
     }
-    int own = 0;
-    for (int i = 0; i < sc->norgs && org; i++) own |= strcmp(sc->orgs[i], org) == 0;
+    int own = in_scope_orgs(sc, org);
     db *d = store_db(s, e);
-    if (!d) {
-        rc = e ? e->code : ST_IO;
-        goto out;
+    if (!d) return e ? e->code : ST_IO;
+    int has_rel = 0, has_glass = 0, objected = 0, glass_known = 0;
+    status rc = check_rel(s, d, sc, pkey, &has_rel, e);
+    int64_t user_now[2] = {sc->user_key, sc->now_usec};
+    if (rc == ST_OK && !has_rel) {
+        rc = exists_for_person(s, d, glass_sql, pkey, user_now, 2, &has_glass, e);
+        glass_known = 1;
     }
-    buf_puts(&sql, "SELECT CASE WHEN ");
-    rel(sc, &sql, &b, NULL, 1, pkey);
-    buf_puts(&sql, " THEN 1 ELSE 0 END, CASE WHEN ");
-    glass(sc, &sql, &b, NULL, 1, pkey);
-    buf_puts(&sql, " THEN 1 ELSE 0 END, CASE WHEN ");
-    objection(&sql, &b, NULL, 1, pkey);
-    buf_puts(&sql, " THEN 1 ELSE 0 END");
-    rc = s->drv->prepare(d, sql.p, 0, &st, e);
-    if (rc != ST_OK) goto out;
-    apply(s->drv, st, &b, 1);
-    int r = s->drv->step(st, e);
-    if (r < 0) {
-        rc = ST_IO;
-        goto out;
+    if (rc != ST_OK) return rc;
+    if (!has_rel && !has_glass) {
+        *why = STORE_HIDDEN_NO_RELATIONSHIP;
+        return ST_OK;
     }
-    int has_rel = r == 1 && s->drv->col_int(st, 0);
-    int has_glass = r == 1 && s->drv->col_int(st, 1);
-    int objected = r == 1 && s->drv->col_int(st, 2);
-    if (!has_rel && !has_glass) *why = STORE_HIDDEN_NO_RELATIONSHIP;
-    else if ((sens & sc->sens_denied) && !own) *why = STORE_HIDDEN_SENSITIVE;
-    else if (objected && !own && !has_glass) *why = STORE_HIDDEN_CONSENT;
-    else if (via_glass && !has_rel) *via_glass = 1;
-out:
-    if (st) s->drv->done(st);
-    buf_free(&sql);
-    return rc;
+    if ((sens & sc->sens_denied) && !own) {
+        *why = STORE_HIDDEN_SENSITIVE;
+        return ST_OK;
+    }
+    if (!own) {
+        rc = exists_for_person(s, d, objection_sql, pkey, NULL, 0, &objected, e);
+        if (rc == ST_OK && objected && !glass_known) rc = exists_for_person(s, d, glass_sql, pkey, user_now, 2, &has_glass, e);
+        if (rc != ST_OK) return rc;
+        if (objected && !has_glass) {
+            *why = STORE_HIDDEN_CONSENT;
+            return ST_OK;
+        }
+    }
+    if (via_glass && !has_rel) *via_glass = 1;
+    return ST_OK;
 }
 
 status store_person_pkeys(store *s, int64_t pkey, int64_t *out, int max, int *n, err *e) {
