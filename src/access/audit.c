@@ -606,7 +606,7 @@ static status write_batch_once(audit_log *a, size_t head, size_t n, int64_t *hea
     char reason[400];
     qev mm;
     arow *rows[INSERT_CHUNK];
-    status rc = store_begin(a->s, &tx, e);
+    status rc = store_begin_keeping_access(a->s, &tx, e);
     if (rc != ST_OK) goto out;
     db *d = tx->d;
     rc = read_anchor(drv, d, 1, &an, e);
@@ -736,7 +736,7 @@ static status check_log(audit_log *a, err *e) {
     anchor an;
     int64_t last = 0;
     char last_hash[HASH_HEX + 1];
-    status rc = store_begin(a->s, &tx, e);
+    status rc = store_begin_keeping_access(a->s, &tx, e);
     if (rc != ST_OK) goto out;
     rc = read_anchor(drv, tx->d, 1, &an, e);
     if (rc == ST_OK) rc = read_last(drv, tx->d, &last, last_hash, e);

@@ -430,7 +430,7 @@ status auth_user_add(store *s, const auth_user_spec *u, err *e) {
     if (rc == ST_OK) rc = check_user_spec(u, e);
     if (rc == ST_OK && u->password) rc = password_hash(u->password, hash, e); /* before the write lock */
     if (rc != ST_OK) goto out;
-    rc = store_begin(s, &tx, e);
+    rc = store_begin_keeping_access(s, &tx, e);
     if (rc != ST_OK) goto out;
     rc = drv->prepare(tx->d, sql, 1, &st, e);
     if (rc != ST_OK) goto out;
@@ -515,7 +515,7 @@ status auth_user_set_disabled(store *s, const char *name, int disabled, err *e) 
         "UPDATE acc_user SET disabled = ?, updated = ? WHERE name = ? RETURNING user_key";
     store_txn *tx = NULL;
     int64_t user_key = 0, now = now_sec();
-    status rc = store_begin(s, &tx, e);
+    status rc = store_begin_keeping_access(s, &tx, e);
     if (rc != ST_OK) goto out;
     rc = update_user(tx, sql, name ? name : "", disabled ? 1 : 0, NULL, now, &user_key, e);
     if (rc == ST_OK && disabled) rc = revoke_user_credentials(tx, user_key, 1, now, e);
@@ -547,7 +547,7 @@ status auth_user_set_password(store *s, const char *name, const char *password, 
         rc = err_set(e, ST_NOT_FOUND, "not-found", "name", "no user %.80s", name ? name : "");
     if (rc == ST_OK) rc = password_hash(password, hash, e);
     if (rc != ST_OK) goto out;
-    rc = store_begin(s, &tx, e);
+    rc = store_begin_keeping_access(s, &tx, e);
     if (rc != ST_OK) goto out;
     rc = update_user(tx, sql, name, 0, hash, now, &user_key, e);
     if (rc == ST_OK) rc = revoke_user_credentials(tx, user_key, 0, now, e);
@@ -653,7 +653,7 @@ status auth_token_create(store *s, const char *user, const char *label, int64_t 
     else if (!valid_user_name(user))
         rc = err_set(e, ST_NOT_FOUND, "not-found", "user", "no user %.80s", user ? user : "");
     if (rc != ST_OK) goto out;
-    rc = store_begin(s, &tx, e);
+    rc = store_begin_keeping_access(s, &tx, e);
     if (rc == ST_OK) rc = user_load(s, tx->d, user, u, e);
     if (rc != ST_OK) goto out;
     if (!u->found) {
@@ -716,7 +716,7 @@ status auth_token_revoke(store *s, const char *arg, err *e) {
                      strlen(arg) > 20 ? "..." : "");
         goto out;
     }
-    rc = store_begin(s, &tx, e);
+    rc = store_begin_keeping_access(s, &tx, e);
     if (rc == ST_OK) rc = drv->prepare(tx->d, is_key ? by_key : by_hash, 1, &st, e);
     if (rc != ST_OK) goto out;
     drv->bind_int(st, 1, now);
@@ -817,7 +817,7 @@ static void token_touch(store *s, int64_t token_key, int64_t now) {
     db_stmt *st = NULL;
     err e;
     err_clear(&e);
-    status rc = store_begin(s, &tx, &e);
+    status rc = store_begin_keeping_access(s, &tx, &e);
     if (rc == ST_OK) rc = drv->prepare(tx->d, sql, 1, &st, &e);
     if (rc == ST_OK) {
         drv->bind_int(st, 1, now);
@@ -1086,7 +1086,7 @@ static void throttle_fail(auth *a, const char *su, const char *sa, int64_t now) 
     store_txn *tx = NULL;
     err e;
     err_clear(&e);
-    status rc = store_begin(a->s, &tx, &e);
+    status rc = store_begin_keeping_access(a->s, &tx, &e);
     if (rc == ST_OK && su[0]) rc = throttle_fail_one(a, tx, su, a->cfg.max_failures, now, &e);
     if (rc == ST_OK && sa[0]) rc = throttle_fail_one(a, tx, sa, a->cfg.addr_max_failures, now, &e);
     if (rc == ST_OK) {
@@ -1191,7 +1191,7 @@ status auth_login(auth *a, const char *user, const char *password, const char *a
     int64_t expires = now + a->cfg.session_max_sec;
     int64_t idle = now + a->cfg.session_idle_sec;
     if (idle > expires) idle = expires;
-    rc = store_begin(a->s, &tx, e);
+    rc = store_begin_keeping_access(a->s, &tx, e);
     if (rc == ST_OK) rc = drv->prepare(tx->d, ins, 1, &st, e);
     if (rc != ST_OK) goto out;
     drv->bind_text(st, 1, hex, -1);
@@ -1223,7 +1223,7 @@ status auth_login(auth *a, const char *user, const char *password, const char *a
         err re;
         err_clear(&re);
         status r2 = password_hash(password, newhash, &re);
-        if (r2 == ST_OK) r2 = store_begin(a->s, &tx, &re);
+        if (r2 == ST_OK) r2 = store_begin_keeping_access(a->s, &tx, &re);
         if (r2 == ST_OK) r2 = drv->prepare(tx->d, rehash, 1, &st, &re);
         if (r2 == ST_OK) {
             drv->bind_text(st, 1, newhash, -1);
@@ -1321,7 +1321,7 @@ status auth_session(auth *a, const char *session_id, const char *addr, acc_princ
     if (new_idle - idle >= step) {
         err se;
         err_clear(&se);
-        status r2 = store_begin(a->s, &tx, &se);
+        status r2 = store_begin_keeping_access(a->s, &tx, &se);
         if (r2 == ST_OK) r2 = drv->prepare(tx->d, slide, 1, &st, &se);
         if (r2 == ST_OK) {
             drv->bind_int(st, 1, new_idle);
@@ -1358,7 +1358,7 @@ status auth_logout(auth *a, const char *session_id, err *e) {
     rc = auth_init(e);
     if (rc != ST_OK) goto out;
     secret_hash(session_id, NULL, hex);
-    rc = store_begin(a->s, &tx, e);
+    rc = store_begin_keeping_access(a->s, &tx, e);
     if (rc == ST_OK) rc = drv->prepare(tx->d, sql, 1, &st, e);
     if (rc != ST_OK) goto out;
     drv->bind_int(st, 1, now_sec());

@@ -898,7 +898,10 @@ static void h_break_glass(rest_ctx *ctx, const rest_request *rq, rest_response *
     }
     char until[40];
     fhir_instant_format(expires, until);
-    rc = audit_req(ctx, rq, "break-glass", "Patient", v->id, 0, v->id, 200, "ETREAT", reason, 1);
+    int64_t gpkey = 0; /* in the patient's own log, and a privacy officer's search by patient */
+    err ke;
+    if (store_patient_key_of(ctx->store, v->id, &gpkey, &ke) != ST_OK) gpkey = 0;
+    rc = audit_req(ctx, rq, "break-glass", "Patient", v->id, gpkey, v->id, 200, "ETREAT", reason, 1);
     json_t *r = json_pack("{s:s, s:[{s:s, s:s}, {s:s, s:s}, {s:s, s:I}]}", "resourceType", "Parameters", "parameter",
                           "name", "expires", "valueInstant", until, "name", "reason", "valueString", reason, "name",
                           "grant", "valueInteger", (json_int_t)key);

@@ -265,6 +265,12 @@ status store_begin(store *s, store_txn **out, err *e) {
     return ST_OK;
 }
 
+status store_begin_keeping_access(store *s, store_txn **out, err *e) {
+    status rc = store_begin(s, out, e);
+    if (rc == ST_OK) (*out)->keeps_access = 1;
+    return rc;
+}
+
 static void txn_free(store_txn *tx) {
     if (tx->s->drv->serial_writes) pthread_mutex_unlock(&tx->s->write_lock);
     arena_free(&tx->a);
@@ -275,6 +281,7 @@ status store_commit(store_txn *tx, err *e) {
     store *s = tx->s;
     status rc = s->drv->commit(tx->d, e);
     if (rc != ST_OK) s->drv->rollback(tx->d);
+    else if (!tx->keeps_access) atomic_fetch_add(&s->access_gen, 1); /* after the commit: see store_scope.c */
     else if (s->drv->serial_writes && s->drv->maintenance && ++s->commits % STORE_MAINTENANCE_COMMITS == 1) {
         err me; /* still under write_lock; a failure here costs only plan quality */
         if (s->drv->exec(tx->d, s->drv->maintenance, &me) != ST_OK) log_warn("store: maintenance: %s", me.msg);

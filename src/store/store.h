@@ -60,6 +60,10 @@ int store_schema_version(void); /* the version this build expects */
 
 /* ---- writes ---------------------------------------------------------- */
 status store_begin(store *s, store_txn **tx, err *e);
+/* The same, for a transaction that writes nothing an access decision reads
+ * (the access log, sign-in bookkeeping): its commit keeps the cached
+ * decisions of store_scope_check. Every other commit invalidates them. */
+status store_begin_keeping_access(store *s, store_txn **tx, err *e);
 status store_commit(store_txn *tx, err *e); /* frees tx */
 void store_rollback(store_txn *tx);         /* frees tx */
 

@@ -16,6 +16,7 @@
 #define CONCORD_STORE_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "store.h"
@@ -73,6 +74,10 @@ struct store {
         void *ctx;
     } hooks[STORE_MAX_HOOKS];
     int nhooks;
+    /* Bumped after every commit that may change an access decision (all but
+     * store_begin_keeping_access transactions): cached decisions older
+     * than it are recomputed (store_scope.c). */
+    _Atomic uint64_t access_gen;
 };
 
 /* A connection as seen by store.c: the driver's handle plus its owner. */
@@ -89,6 +94,7 @@ struct store_txn {
     arena a; /* per-transaction scratch: index rows etc. */
     char last_pid[72]; /* the last patient key looked up in this txn */
     int64_t last_pkey;
+    int keeps_access; /* store_begin_keeping_access: commits leave access_gen alone */
 };
 
 /* This thread's connection to `s`, opened on first use. */

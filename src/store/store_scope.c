@@ -18,8 +18,10 @@
  *                              AND (NOT OBJ OR OWN OR GLASS)).
  * Values are always bound ('?'), never pasted into the text.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "store_int.h"
 
@@ -212,8 +214,101 @@ static status exists_for_person(store *s, db *d, const char *sql, int64_t x, con
     return ST_OK;
 }
 
+/* ---- the decision cache ----------------------------------------------
+ * A read by id asks the same question again and again (this user, this
+ * patient), and the answer changes only when something is committed that
+ * decisions read: relationships, consent, break-glass grants, registry
+ * links. So decisions are cached, stamped with the store's access_gen read
+ * BEFORE the queries that made them; every commit that may change one
+ * bumps it AFTER it is durable (store_commit), which makes every older
+ * entry stale. A decision reached through break-glass is never cached (it
+ * expires by the clock). Another process's commits (the `concord` command
+ * beside a server) are not seen by this counter: entries also expire after
+ * ACCESS_CACHE_SEC, the same bound as the token cache (docs/access.md). */
+#define ACCESS_CACHE_SEC 5
+#define CACHE_STRIPES 64
+#define CACHE_WAYS 1024 /* entries per stripe: 65,536 decisions */
+
+typedef struct cached {
+    uint64_t key, gen;
+    int64_t pkey;
+    time_t at;
+    store_why why;
+} cached;
+
+static struct {
+    pthread_mutex_t lock;
+    cached v[CACHE_WAYS];
+} cache[CACHE_STRIPES];
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void cache_init(void) {
+    for (int i = 0; i < CACHE_STRIPES; i++) pthread_mutex_init(&cache[i].lock, NULL);
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ c[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Everything the answer depends on besides the store's contents. */
+static uint64_t decision_key(const store_scope *sc, int64_t pkey, const char *org, unsigned sens) {
+    uint64_t h = 1469598103934665603ull;
+    h = fnv(h, &sc->user_key, sizeof sc->user_key);
+    h = fnv(h, &pkey, sizeof pkey);
+    h = fnv(h, &sens, sizeof sens);
+    h = fnv(h, &sc->sens_denied, sizeof sc->sens_denied);
+    if (org) h = fnv(h, org, strlen(org) + 1);
+    for (int i = 0; i < sc->norgs; i++) h = fnv(h, sc->orgs[i], strlen(sc->orgs[i]) + 1);
+    if (sc->practitioner) h = fnv(h, sc->practitioner, strlen(sc->practitioner) + 1);
+    return h | 1; /* 0 marks an empty slot */
+}
+
+static int cache_get(uint64_t key, int64_t pkey, uint64_t gen, store_why *why) {
+    pthread_once(&cache_once, cache_init);
+    int st = (int)(key % CACHE_STRIPES);
+    cached *c = &cache[st].v[(key / CACHE_STRIPES) % CACHE_WAYS];
+    time_t now = time(NULL);
+    int hit = 0;
+    pthread_mutex_lock(&cache[st].lock);
+    if (c->key == key && c->pkey == pkey && c->gen == gen && now - c->at < ACCESS_CACHE_SEC) {
+        *why = c->why;
+        hit = 1;
+    }
+    pthread_mutex_unlock(&cache[st].lock);
+    return hit;
+}
+
+static void cache_put(uint64_t key, int64_t pkey, uint64_t gen, store_why why) {
+    int st = (int)(key % CACHE_STRIPES);
+    cached *c = &cache[st].v[(key / CACHE_STRIPES) % CACHE_WAYS];
+    pthread_mutex_lock(&cache[st].lock);
+    *c = (cached){.key = key, .gen = gen, .pkey = pkey, .at = time(NULL), .why = why};
+    pthread_mutex_unlock(&cache[st].lock);
+}
+
+static status check_uncached(store *s, const store_scope *sc, int64_t pkey, const char *org, unsigned sens,
+                             store_why *why, int *via_glass, err *e);
+
 status store_scope_check(store *s, const store_scope *sc, int64_t pkey, const char *org, unsigned sens,
                          store_why *why, int *via_glass, err *e) {
+    *why = STORE_VISIBLE;
+    if (via_glass) *via_glass = 0;
+    if (!sc || !sc->restricted || pkey == 0 || !sc->patient_data || sc->self_only)
+        return check_uncached(s, sc, pkey, org, sens, why, via_glass, e);
+    uint64_t gen = atomic_load(&s->access_gen); /* before the queries */
+    uint64_t key = decision_key(sc, pkey, org, sens);
+    if (cache_get(key, pkey, gen, why)) return ST_OK;
+    int glass = 0;
+    status rc = check_uncached(s, sc, pkey, org, sens, why, &glass, e);
+    if (rc == ST_OK && !glass) cache_put(key, pkey, gen, *why);
+    if (via_glass) *via_glass = glass;
+    return rc;
+}
+
+static status check_uncached(store *s, const store_scope *sc, int64_t pkey, const char *org, unsigned sens,
+                             store_why *why, int *via_glass, err *e) {
     static const char glass_sql[] = "SELECT 1 FROM acc_glass WHERE user_key = ? AND expires > ?"
                                     " AND (pkey = ? OR pkey IN " SAME_X ") LIMIT 1";
     static const char objection_sql[] = "SELECT 1 FROM acc_consent WHERE pkey = ? OR pkey IN " SAME_X " LIMIT 1";
@@ -252,14 +347,16 @@ status store_scope_check(store *s, const store_scope *sc, int64_t pkey, const ch
     }
     if (!own) {
         rc = exists_for_person(s, d, objection_sql, pkey, NULL, 0, &objected, e);
-        if (rc == ST_OK && objected && !glass_known) rc = exists_for_person(s, d, glass_sql, pkey, user_now, 2, &has_glass, e);
+        if (rc == ST_OK && objected && !glass_known)
+            rc = exists_for_person(s, d, glass_sql, pkey, user_now, 2, &has_glass, e);
         if (rc != ST_OK) return rc;
         if (objected && !has_glass) {
             *why = STORE_HIDDEN_CONSENT;
             return ST_OK;
         }
     }
-    if (via_glass && !has_rel) *via_glass = 1;
+    /* visible because of a break-glass grant: no relationship, or over an objection */
+    if (via_glass && (!has_rel || objected)) *via_glass = 1;
     return ST_OK;
 }
 
