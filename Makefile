@@ -20,9 +20,9 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 30
 
 DEB_PACKAGES = build-essential cmake pkg-config libsqlite3-dev libpq-dev libmicrohttpd-dev \
-  libjansson-dev libsodium-dev libcmocka-dev postgresql wrk python3-pytest python3-requests \
+  libjansson-dev libsodium-dev libgnutls28-dev libcmocka-dev openssl postgresql wrk python3-pytest python3-requests \
   python3-hl7 python3-selenium chromium chromium-driver clang libclang-rt-14-dev
-DEB_CHECK = libsqlite3-dev libpq-dev libmicrohttpd-dev libjansson-dev libsodium-dev libcmocka-dev \
+DEB_CHECK = libsqlite3-dev libpq-dev libmicrohttpd-dev libjansson-dev libsodium-dev libgnutls28-dev libcmocka-dev \
   cmake pkg-config
 
 .PHONY: all build deps run test unit e2e bench fuzz format clean
@@ -49,7 +49,7 @@ run: build
 # CONCORD_TEST_PG is not set, a throwaway PostgreSQL cluster is started for
 # the run and removed after it.
 test: build
-	@if ! dpkg -s postgresql wrk python3-pytest python3-requests python3-hl7 python3-selenium chromium-driver >/dev/null 2>&1; then $(MAKE) --no-print-directory deps; fi
+	@if ! dpkg -s postgresql wrk python3-pytest python3-requests python3-hl7 python3-selenium chromium-driver openssl >/dev/null 2>&1; then $(MAKE) --no-print-directory deps; fi
 	@tests/with-postgres.sh ctest --test-dir $(BUILD) --output-on-failure -j 1
 
 bench: build

@@ -6,6 +6,9 @@
  * parallel with the writer and with other connections):
  *   - parses and maps the message (hl7_process: FHIR resources, validated,
  *     tagged with care setting and sending organisation);
+ *   - refuses it (AR, quarantined) when its sender may send only as
+ *     certain organisations and its sending facility, MSH-4.1, is not one
+ *     of them (ingest_hl7_as: an MLLP peer, src/ingest/peers.h);
  *   - builds the acknowledgement it will get if all goes well (AA), or the
  *     AE/AR and the quarantine reason if it cannot be mapped;
  *   - serialises each resource once into its "content" (the resource
@@ -49,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "../base/log.h"
 #include "../fhir/fhirdate.h"
@@ -65,6 +69,11 @@ typedef struct job {
     const char *source;
     const char *reason; /* JOB_RAW */
     buf *ack;           /* JOB_HL7: the answer, filled by the writer */
+    /* JOB_HL7: the organisations the sender may send as (NULL: any), and
+     * whether this message was refused for naming another */
+    const char *const *facilities;
+    size_t nfacilities;
+    int refused;
     /* JOB_HL7, prepared by the submitter before queueing */
     arena a;
     hl7_result r;
@@ -249,6 +258,38 @@ static fhir_json_decimals *detach_decimals(const hl7_mapped *mp) {
     return d;
 }
 
+/* A sender that may send only as certain organisations (an MLLP peer,
+ * src/ingest/peers.h): a message naming another sending facility in MSH-4.1
+ * is refused, whatever else is right or wrong with it. A message whose MSH
+ * could not be read is refused by the parser already. */
+static void check_sending_facility(job *j) {
+    hl7_result *r = &j->r;
+    if (!j->facilities || !r->msg) return;
+    hl7_str f = hl7_str_trim(hl7_get(r->msg, 0, 4, 1, 1, 0));
+    for (size_t i = 0; i < j->nfacilities; i++)
+        if (strlen(j->facilities[i]) == f.n && strncasecmp(j->facilities[i], f.p, f.n) == 0) return;
+    char allowed[128] = "";
+    size_t k = 0;
+    for (size_t i = 0; i < j->nfacilities && k < sizeof allowed; i++) {
+        int w = snprintf(allowed + k, sizeof allowed - k, "%s%s", i ? ", " : "", j->facilities[i]);
+        if (w < 0) break;
+        k += (size_t)w;
+    }
+    int shown = f.n > 64 ? 64 : (int)f.n;
+    if (f.n)
+        hl7_fail(&r->error, ST_FORBIDDEN, HL7_AR, HL7_ERR_TABLE_VALUE, "MSH", 1, 0, 4, 1, 1, 0,
+                 "sending facility %.*s is not allowed from this connection (it may send as %s)", shown, f.p,
+                 j->nfacilities ? allowed : "no organisation");
+    else
+        hl7_fail(&r->error, ST_FORBIDDEN, HL7_AR, HL7_ERR_REQUIRED_FIELD, "MSH", 1, 0, 4, 1, 1, 0,
+                 "no sending facility (MSH-4.1): this connection may send only as %s",
+                 j->nfacilities ? allowed : "no organisation");
+    r->ack = HL7_AR;
+    j->refused = 1;
+    log_warn("ingest: message %s from %s refused: %s", j->control, j->source ? j->source : "?",
+             r->error.text);
+}
+
 static void prepare_hl7(job *j) {
     hl7_result *r = &j->r;
     /* this thread's own decimal texts (a caller in the middle of a request
@@ -260,6 +301,7 @@ static void prepare_hl7(job *j) {
     j->control = h ? hl7_str_dup(&j->a, h->control_id) : "";
     if (h) snprintf(j->mtype, sizeof j->mtype, "%.*s^%.*s", (int)h->type.n, h->type.p, (int)h->trigger.n, h->trigger.p);
     j->received_usec = fhir_now_usec();
+    check_sending_facility(j);
     if (r->ack == HL7_AA) {
         hl7_ack_build(r->msg, HL7_AA, NULL, 0, NULL, &j->prepared_ack);
         prepare_contents(j);
@@ -462,7 +504,9 @@ static status process_hl7(writer_ctx *w, const batch_mode *bm, store_txn *tx, jo
     rc = item_begin(bm, tx, &e);
     if (rc != ST_OK) goto out;
 
-    if (r->msg && *j->control) {
+    /* (a refused message is not a duplicate of the message its sender and
+     * control id name: that one came from where it was allowed to) */
+    if (r->msg && *j->control && !j->refused) {
         int found = 0;
         buf_reset(&w->cur);
         rc = store_message_delivered(tx, j->sender, j->control, &w->cur, &found, &e);
@@ -697,11 +741,22 @@ static void submit_and_wait(ingest *g, job *j) {
     pthread_mutex_unlock(&g->lock);
 }
 
-void ingest_hl7(ingest *g, const char *bytes, size_t len, const char *source, buf *ack) {
-    job j = {.kind = JOB_HL7, .bytes = bytes, .len = len, .source = source, .ack = ack};
+void ingest_hl7_as(ingest *g, const char *bytes, size_t len, const char *source,
+                   const char *const *facilities, size_t nfacilities, buf *ack) {
+    job j = {.kind = JOB_HL7,
+             .bytes = bytes,
+             .len = len,
+             .source = source,
+             .ack = ack,
+             .facilities = facilities,
+             .nfacilities = nfacilities};
     prepare_hl7(&j);
     submit_and_wait(g, &j);
     job_free(&j);
+}
+
+void ingest_hl7(ingest *g, const char *bytes, size_t len, const char *source, buf *ack) {
+    ingest_hl7_as(g, bytes, len, source, NULL, 0, ack);
 }
 
 void ingest_quarantine_raw(ingest *g, const char *bytes, size_t len, const char *source, const char *reason) {

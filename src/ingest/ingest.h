@@ -35,6 +35,15 @@ void ingest_get_stats(ingest *g, ingest_stats *out);
  * stored: the sender must resend). `source` names the peer. */
 void ingest_hl7(ingest *g, const char *bytes, size_t len, const char *source, buf *ack);
 
+/* ingest_hl7 for a sender that may send only as certain organisations: a
+ * message whose sending facility (MSH-4.1) is not one of the `nfacilities`
+ * ODS codes in `facilities` (compared without regard to case; all
+ * borrowed) is refused — AR with an ERR at MSH-4, quarantined, nothing it
+ * carries stored, and not answered as a duplicate of a message that was.
+ * facilities NULL: any sending facility (ingest_hl7). */
+void ingest_hl7_as(ingest *g, const char *bytes, size_t len, const char *source,
+                   const char *const *facilities, size_t nfacilities, buf *ack);
+
 /* Quarantine bytes that never became a message (an unterminated or
  * oversized frame): kept, never dropped, with the reason. Blocking. */
 void ingest_quarantine_raw(ingest *g, const char *bytes, size_t len, const char *source, const char *reason);

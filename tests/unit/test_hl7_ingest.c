@@ -12,7 +12,8 @@
  * message whose content is already stored stores no new version; a message
  * that maps but cannot be stored is quarantined alone (nothing of it kept,
  * the other messages of its commit stored) and can be replayed once the
- * cause is gone; bad content is quarantined with an AE.
+ * cause is gone; bad content is quarantined with an AE; a sender limited to
+ * some organisations cannot store a message as another.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -386,6 +387,48 @@ static void test_bad_content_quarantined_with_ae(void **state) {
     assert_int_equal(count_messages(f, "stored", "B1"), 0);
 }
 
+/* A sender that may send only as some organisations (an MLLP peer):
+ * a message from another sending facility gets AR with an ERR at MSH-4,
+ * is quarantined, stores nothing — and is not answered as a duplicate of
+ * the same sender and control id stored from where it was allowed. */
+static void test_sender_limited_to_its_organisations(void **state) {
+    fx *f = *state;
+    char msg[2048], code[3], id[72];
+    const char *ryj[] = {"ZZ9", "ryj"}; /* compared without regard to case */
+    const char *other[] = {"RQM"};
+    buf ack = {0};
+    a04(msg, sizeof msg, "F1", "RYJF", "VF1", "OPD");
+    ingest_hl7_as(f->g, msg, strlen(msg), "test", ryj, 2, &ack);
+    assert_string_equal(msa_code(&ack, code), "AA");
+    assert_int_equal(count_messages(f, "stored", "F1"), 1);
+
+    buf_reset(&ack);
+    a04(msg, sizeof msg, "F2", "RYJF2", "VF2", "OPD");
+    ingest_hl7_as(f->g, msg, strlen(msg), "test", other, 1, &ack);
+    assert_string_equal(msa_code(&ack, code), "AR");
+    assert_non_null(strstr(ack.p, "ERR|MSH^1^4"));
+    assert_non_null(strstr(ack.p, "sending facility RYJ is not allowed from this connection"));
+    assert_int_equal(count_messages(f, "quarantined", "F2"), 1);
+    assert_int_equal(count_messages(f, "stored", "F2"), 0);
+    ids_of(msg, "Encounter", id, sizeof id);
+    json_t *r = read_res(f, "Encounter", id, NULL);
+    assert_null(r);
+
+    /* F1 again, from a connection that may not send as RYJ: refused, not the first AA */
+    buf_reset(&ack);
+    a04(msg, sizeof msg, "F1", "RYJF", "VF1", "OPD");
+    ingest_hl7_as(f->g, msg, strlen(msg), "test", other, 1, &ack);
+    assert_string_equal(msa_code(&ack, code), "AR");
+    assert_int_equal(count_messages(f, "quarantined", "F1"), 1);
+
+    /* no list at all: any sending facility (ingest_hl7) */
+    buf_reset(&ack);
+    a04(msg, sizeof msg, "F3", "RYJF3", "VF3", "OPD");
+    ingest_hl7_as(f->g, msg, strlen(msg), "test", NULL, 0, &ack);
+    assert_string_equal(msa_code(&ack, code), "AA");
+    buf_free(&ack);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_stored_resources_carry_provenance, setup, teardown),
@@ -394,6 +437,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_unchanged_content_stores_no_new_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unstorable_message_quarantined_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_content_quarantined_with_ae, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sender_limited_to_its_organisations, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
