@@ -20,6 +20,9 @@ typedef struct cli_opts {
     int mllp_port;
     const char *import_dir; /* where $import reads files and spools uploads */
     const char *mappings_dir; /* CSV mappings by name, or NULL: cli_mappings_dir's default */
+    const char *tls_cert;     /* PEM files: HTTPS and MLLP over TLS (docs/tls.md); NULL: none */
+    const char *tls_key;
+    const char *mllp_peers; /* who may send over MLLP as whom (src/ingest/peers.h); NULL: loopback only */
 } cli_opts;
 
 extern const char *concord_version;
@@ -30,6 +33,14 @@ void cli_defaults(cli_opts *o);
 int cli_parse_common(cli_opts *o, int argc, char **argv, int *i);
 int cli_open_store(const cli_opts *o, int migrate, store **s);
 const char *cli_mappings_dir(const cli_opts *o);
+/* Are the listeners safe as configured? A listener off loopback needs TLS,
+ * and MLLP off loopback a peers file too. 0, or 2 with the message printed
+ * (a usage error). cli_serve_until_signal checks it first; a command that
+ * does work before serving should check it before that work. */
+int cli_check_listeners(const cli_opts *o);
+/* Serve until SIGINT/SIGTERM. 0 after a clean stop; 2 for a usage error
+ * (cli_check_listeners); 1 when something could not start (a bad
+ * certificate, key or peers file, a port in use: message printed). */
 int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const char *base, void *), void *arg);
 
 int cmd_demo(int argc, char **argv);

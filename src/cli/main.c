@@ -2,6 +2,7 @@
  * main.c — the `concord` command: one binary, subcommands in a table.
  *
  *   concord serve   [--db DB] [--http ADDR:PORT] [--threads N]
+ *                   [--tls-cert FILE --tls-key FILE] [--mllp-peers FILE]
  *   concord demo    [--db DB] [--http ADDR:PORT] [--patients N] [--seed S] [--no-serve]
  *   concord migrate [--db DB]
  *   concord --help | --version
@@ -21,10 +22,13 @@
 #include "../access/auth.h"
 #include "../access/policy.h"
 #include "../base/log.h"
+#include "../base/netaddr.h"
+#include "../base/tls.h"
 #include "../http/server.h"
 #include "../ingest/import_service.h"
 #include "../ingest/ingest.h"
 #include "../ingest/mllp.h"
+#include "../ingest/peers.h"
 #include "../registry/registry.h"
 #include "../risk/risk.h"
 #include "../store/store.h"
@@ -65,6 +69,7 @@ int cli_parse_common(cli_opts *o, int argc, char **argv, int *i) {
         if (n >= sizeof o->http_addr) return usage_error("bad address in --http '%s'", val);
         memcpy(o->http_addr, val, n);
         o->http_addr[n] = 0;
+        if (strcmp(o->http_addr, "localhost") == 0) snprintf(o->http_addr, sizeof o->http_addr, "127.0.0.1");
         o->http_port = (int)port;
     } else if (strcmp(a, "--mllp") == 0) {
         NEXT();
@@ -81,7 +86,17 @@ int cli_parse_common(cli_opts *o, int argc, char **argv, int *i) {
         if (n >= sizeof o->mllp_addr || n == 0) return usage_error("bad address in --mllp '%s'", val);
         memcpy(o->mllp_addr, val, n);
         o->mllp_addr[n] = 0;
+        if (strcmp(o->mllp_addr, "localhost") == 0) snprintf(o->mllp_addr, sizeof o->mllp_addr, "127.0.0.1");
         o->mllp_port = (int)port;
+    } else if (strcmp(a, "--tls-cert") == 0) {
+        NEXT();
+        o->tls_cert = val;
+    } else if (strcmp(a, "--tls-key") == 0) {
+        NEXT();
+        o->tls_key = val;
+    } else if (strcmp(a, "--mllp-peers") == 0) {
+        NEXT();
+        o->mllp_peers = val;
     } else if (strcmp(a, "--mappings") == 0) {
         NEXT();
         o->mappings_dir = val;
@@ -170,7 +185,32 @@ int cli_open_store(const cli_opts *o, int migrate, store **s) {
     return 0;
 }
 
+int cli_check_listeners(const cli_opts *o) {
+    if (!o->tls_cert != !o->tls_key)
+        return usage_error("%s: TLS needs both --tls-cert FILE and --tls-key FILE",
+                           o->tls_cert ? "--tls-cert" : "--tls-key");
+    /* without TLS, nothing leaves the machine: passwords, tokens, session
+     * cookies and patients' records would cross the network in clear */
+    if (!o->tls_cert && !netaddr_text_is_loopback(o->http_addr))
+        return usage_error("--http %s: listening beyond this machine needs TLS: give --tls-cert FILE "
+                           "--tls-key FILE, or listen on 127.0.0.1",
+                           o->http_addr);
+    if (o->mllp_addr[0] && !netaddr_text_is_loopback(o->mllp_addr)) {
+        if (!o->tls_cert)
+            return usage_error("--mllp %s: listening beyond this machine needs TLS: give --tls-cert FILE "
+                               "--tls-key FILE, or listen on 127.0.0.1",
+                               o->mllp_addr);
+        if (!o->mllp_peers)
+            return usage_error("--mllp %s: listening beyond this machine needs --mllp-peers FILE, which says "
+                               "who may send and as which organisations (docs/tls.md)",
+                               o->mllp_addr);
+    }
+    return 0;
+}
+
 int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const char *base, void *), void *arg) {
+    int rc = cli_check_listeners(o);
+    if (rc) return rc;
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -187,61 +227,76 @@ int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const cha
     http_server *h = NULL;
     ingest *g = NULL;
     mllp_server *ml = NULL;
-    err e;
-    /* who may see what (docs/access.md): every API request authenticates,
-     * is authorised, and is written to the access log */
+    import_service *imp = NULL;
+    risk_service *risk = NULL;
+    tls_server *tls = NULL;
+    peers *mllp_peers = NULL;
     auth *au = NULL;
     audit_log *al = NULL;
+    err e;
+    rc = 1;
+    /* transport security (docs/tls.md): HTTPS and MLLP over TLS with the
+     * certificate, and who may send HL7 as whom */
+    if (o->tls_cert && tls_server_load(o->tls_cert, o->tls_key, &tls, &e) != ST_OK) {
+        fprintf(stderr, "concord: %s\n", e.msg);
+        goto out;
+    }
+    if (o->mllp_addr[0] && o->mllp_peers && peers_load(o->mllp_peers, &mllp_peers, &e) != ST_OK) {
+        fprintf(stderr, "concord: --mllp-peers: %s%s%s\n", e.where[0] ? e.where : "", e.where[0] ? ": " : "",
+                e.msg);
+        goto out;
+    }
+    /* who may see what (docs/access.md): every API request authenticates,
+     * is authorised, and is written to the access log */
     char key[1024];
     audit_default_key_path(o->db, key, sizeof key);
     audit_config acfg = {.key_path = key};
-    if (auth_open(s, NULL, &au, &e) != ST_OK || audit_open(s, &acfg, &al, &e) != ST_OK) {
+    auth_config aucfg = {.secure_cookies = tls != NULL}; /* Secure, __Host- cookies over HTTPS */
+    if (auth_open(s, &aucfg, &au, &e) != ST_OK || audit_open(s, &acfg, &al, &e) != ST_OK) {
         fprintf(stderr, "concord: access: %s%s%s\n", e.where[0] ? e.where : "", e.where[0] ? ": " : "", e.msg);
-        auth_close(au);
-        return 1;
+        goto out;
     }
     cfg.auth = au;
     cfg.audit = al;
+    if (tls) {
+        cfg.tls_cert_pem = tls_server_cert_pem(tls);
+        cfg.tls_key_pem = tls_server_key_pem(tls);
+    }
     if (ingest_start(s, 0, &g, &e) != ST_OK) {
         fprintf(stderr, "concord: %s\n", e.msg);
-        audit_close(al);
-        auth_close(au);
-        return 1;
+        goto out;
     }
-    if (o->mllp_addr[0] && mllp_start(g, o->mllp_addr, o->mllp_port, 0, &ml, &e) != ST_OK) {
+    mllp_config mcfg = {
+        .addr = o->mllp_addr,
+        .port = o->mllp_port,
+        .tls = tls,
+        .peers = mllp_peers,
+        .audit = al,
+    };
+    if (o->mllp_addr[0] && mllp_start(g, &mcfg, &ml, &e) != ST_OK) {
         fprintf(stderr, "concord: %s (use --mllp ADDR:PORT, or --mllp off)\n", e.msg);
-        ingest_stop(g);
-        return 1;
+        goto out;
     }
-    import_service *imp = NULL;
     if (import_service_start(s, g, o->import_dir, cli_mappings_dir(o), &imp, &e) != ST_OK) {
         fprintf(stderr, "concord: %s (use --import-dir DIR)\n", e.msg);
-        mllp_stop(ml);
-        ingest_stop(g);
-        return 1;
+        goto out;
     }
     cfg.ext[cfg.n_ext++] = (rest_ext){import_service_routes, import_service_nroutes, imp};
     if (registry_of(s)) cfg.ext[cfg.n_ext++] = (rest_ext){registry_routes, registry_nroutes, registry_of(s)};
-    risk_service *risk = NULL; /* risk routes and rescoring as data arrives (docs/risk.md) */
+    /* risk routes and rescoring as data arrives (docs/risk.md) */
     if (risk_service_start(s, cli_risk_data_dir(NULL), &risk, &e) == ST_OK)
         cfg.ext[cfg.n_ext++] = (rest_ext){risk_service_routes, risk_service_nroutes, risk};
     else
         log_warn("risk stratification is off: %s", e.msg);
     if (http_start(s, &cfg, &h, &e) != ST_OK) {
         fprintf(stderr, "concord: %s\n", e.msg);
-        risk_service_stop(risk);
-        import_service_stop(imp);
-        mllp_stop(ml);
-        ingest_stop(g);
-        audit_close(al);
-        auth_close(au);
-        return 1;
+        goto out;
     }
     char base[300];
-    snprintf(base, sizeof base, "http://%s:%d", o->http_addr, http_port(h));
+    snprintf(base, sizeof base, "%s://%s:%d", tls ? "https" : "http", o->http_addr, http_port(h));
     if (banner) {
         banner(base, arg);
-        if (ml) printf("  HL7 v2 over MLLP:    %s:%d\n", o->mllp_addr, mllp_port(ml));
+        if (ml) printf("  HL7 v2 over MLLP:    %s:%d%s\n", o->mllp_addr, mllp_port(ml), tls ? " (TLS)" : "");
         printf("\nStop with Ctrl-C.\n");
         fflush(stdout);
     }
@@ -249,6 +304,8 @@ int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const cha
     int sig = 0;
     sigwait(&set, &sig);
     log_info("received %s: finishing in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    rc = 0;
+out:
     http_stop(h);
     import_service_stop(imp);
     mllp_stop(ml);
@@ -256,8 +313,10 @@ int cli_serve_until_signal(store *s, const cli_opts *o, void (*banner)(const cha
     risk_service_stop(risk);
     audit_close(al); /* after the last request: everything it logged is durable */
     auth_close(au);
-    log_info("stopped cleanly");
-    return 0;
+    peers_free(mllp_peers);
+    tls_server_free(tls);
+    if (rc == 0) log_info("stopped cleanly");
+    return rc;
 }
 
 static int cmd_serve(int argc, char **argv) {
@@ -268,9 +327,11 @@ static int cmd_serve(int argc, char **argv) {
         if (r > 0) return r;
         if (r < 0) return usage_error("serve: unknown option '%s'", argv[i]);
     }
+    int rc = cli_check_listeners(&o); /* before the database is opened */
+    if (rc) return rc;
     store *s = NULL;
     if (cli_open_store(&o, 1, &s)) return 1;
-    int rc = cli_serve_until_signal(s, &o, NULL, NULL);
+    rc = cli_serve_until_signal(s, &o, NULL, NULL);
     store_close(s);
     return rc;
 }
@@ -333,6 +394,11 @@ static int cmd_help(int argc, char **argv) {
            "                     or a postgresql:// URL\n"
            "  --http ADDR:PORT   where to listen (default 127.0.0.1:8080)\n"
            "  --mllp ADDR:PORT   HL7 v2 over MLLP (default 127.0.0.1:2575; off to disable)\n"
+           "  --tls-cert FILE    HTTPS and MLLP over TLS with this PEM certificate (chain)\n"
+           "  --tls-key FILE     and its PEM private key; without them both listeners must\n"
+           "                     be on loopback (docs/tls.md)\n"
+           "  --mllp-peers FILE  who may send HL7 over MLLP, and as which organisations:\n"
+           "                     lines 'ADDR[/PREFIXLEN] ODS[,ODS...]' (required off loopback)\n"
            "  --threads N        HTTP worker threads (default 2 x cores)\n"
            "  --import-dir DIR   files $import may read, and where uploads are kept\n"
            "                     (default var/import)\n"

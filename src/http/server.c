@@ -440,12 +440,27 @@ status http_start(store *s, const http_config *cfg, http_server **out, err *e) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         threads = n > 0 ? (int)n * 2 : 4;
     }
+    int tls = cfg->tls_cert_pem && cfg->tls_key_pem;
+    if (tls && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+        free(h);
+        return err_set(e, ST_UNSUPPORTED, "not-supported", "--tls-cert",
+                       "this libmicrohttpd was built without TLS support: HTTPS is not available");
+    }
+    /* HTTPS: libmicrohttpd runs GnuTLS with the PEM texts (MHD_OPTION_ARRAY
+     * so that plain HTTP passes no TLS options at all) */
+    struct MHD_OptionItem tls_opts[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cfg->tls_cert_pem},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)cfg->tls_key_pem},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (!tls) tls_opts[0].option = MHD_OPTION_END;
     pthread_mutex_init(&h->counts_lock, NULL);
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)cfg->port);
     if (inet_pton(AF_INET, cfg->addr ? cfg->addr : "127.0.0.1", &sa.sin_addr) != 1) {
+        pthread_mutex_destroy(&h->counts_lock);
         free(h);
         return err_set(e, ST_INVALID, "invalid", "--http", "'%s' is not an IPv4 address", cfg->addr);
     }
@@ -455,15 +470,16 @@ status http_start(store *s, const http_config *cfg, http_server **out, err *e) {
      * page of its own (its default is 32 KiB). Not more: libmicrohttpd
      * zeroes the whole pool for every request on a kept-alive connection,
      * and at 256 KiB that memset was a fifth of a read's CPU. */
-    h->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC, 0,
-                            NULL, NULL,
-                            on_request, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE,
-                            (unsigned)threads, MHD_OPTION_NOTIFY_COMPLETED, request_completed, h,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    if (tls) flags |= MHD_USE_TLS;
+    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, /* the logger first, or MHD warns */
+                            MHD_OPTION_EXTERNAL_LOGGER, log_mhd, h, MHD_OPTION_SOCK_ADDR,
+                            (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
+                            MHD_OPTION_NOTIFY_COMPLETED, request_completed, h, MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024), MHD_OPTION_UNESCAPE_CALLBACK,
-                            unescape, h,
-                            MHD_OPTION_EXTERNAL_LOGGER, log_mhd, h, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
-                            MHD_OPTION_END);
+                            unescape, h, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_ARRAY,
+                            tls_opts, MHD_OPTION_END);
     if (!h->d) {
         pthread_mutex_destroy(&h->counts_lock);
         free(h);
@@ -473,7 +489,9 @@ status http_start(store *s, const http_config *cfg, http_server **out, err *e) {
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : cfg->port;
     if (cfg->public_base) snprintf(h->base, sizeof h->base, "%s", cfg->public_base);
-    else snprintf(h->base, sizeof h->base, "http://%s:%d/fhir", cfg->addr ? cfg->addr : "127.0.0.1", h->port);
+    else
+        snprintf(h->base, sizeof h->base, "%s://%s:%d/fhir", tls ? "https" : "http",
+                 cfg->addr ? cfg->addr : "127.0.0.1", h->port);
     h->rest.store = s;
     h->rest.version = h->cfg.version;
     h->rest.max_body = h->cfg.max_body;
@@ -481,7 +499,8 @@ status http_start(store *s, const http_config *cfg, http_server **out, err *e) {
     h->rest.n_ext = cfg->n_ext;
     h->rest.guarded = cfg->auth != NULL;
     h->rest.audit = cfg->audit;
-    log_info("http: listening on %s:%d with %d worker threads", cfg->addr ? cfg->addr : "127.0.0.1", h->port, threads);
+    log_info("http: listening on %s:%d (%s) with %d worker threads", cfg->addr ? cfg->addr : "127.0.0.1",
+             h->port, tls ? "HTTPS" : "HTTP", threads);
     *out = h;
     return ST_OK;
 }

@@ -1,7 +1,8 @@
 /*
  * server.h — concord's HTTP server (libmicrohttpd): the FHIR API under
  * /fhir, the landing page at /, and the plumbing between them (request
- * bodies, limits, request ids, access log lines, graceful shutdown).
+ * bodies, limits, request ids, access log lines, graceful shutdown), over
+ * HTTPS when given a certificate.
  */
 #ifndef CONCORD_HTTP_SERVER_H
 #define CONCORD_HTTP_SERVER_H
@@ -30,6 +31,11 @@ typedef struct http_config {
      * to `audit`. NULL only for in-process tests of the HTTP plumbing. */
     struct auth *auth;
     struct audit_log *audit;
+    /* HTTPS: the server's certificate (chain) and private key as PEM text
+     * (src/base/tls.h loads and checks them), borrowed until http_stop.
+     * Both NULL: plain HTTP. */
+    const char *tls_cert_pem;
+    const char *tls_key_pem;
 } http_config;
 
 status http_start(store *s, const http_config *cfg, http_server **out, err *e);

@@ -10,6 +10,15 @@
  * whose MSA-2 echoes the control id when the MSH could be read. A frame cut
  * off by the connection closing is quarantined as unterminated (no ACK can
  * be sent; the sender still holds it). Nothing received is dropped.
+ *
+ * Who may send (docs/tls.md): the accept thread looks the peer's address
+ * up in the peers file (peers.h) before anything is read; a peer not listed
+ * (or, without a peers file, one that is not loopback) is closed at once,
+ * logged and written to the access log. A listed peer's messages go to
+ * ingest_hl7_as with its ODS codes, so it can write only as the
+ * organisations it is. With TLS, the connection thread runs the handshake
+ * (bounded by TLS_HANDSHAKE_TIMEOUT_MS) and then reads and writes TLS
+ * records instead of the socket: the framing above does not change.
  */
 #include "mllp.h"
 
@@ -27,6 +36,7 @@
 
 #include "../base/buf.h"
 #include "../base/log.h"
+#include "../base/netaddr.h"
 #include "hl7.h"
 
 #define VT 0x0B
@@ -37,6 +47,8 @@
 typedef struct conn {
     mllp_server *srv;
     int fd;
+    tls_conn *tls;          /* NULL: plain TCP */
+    const peers_entry *who; /* its line in the peers file; NULL: no peers file */
     char peer[64];
     struct conn *next;
 } conn;
@@ -46,6 +58,9 @@ struct mllp_server {
     int lfd;
     int port;
     size_t max_frame;
+    const tls_server *tls;
+    const peers *peers;
+    audit_log *audit;
     pthread_t acceptor;
     pthread_mutex_t lock;
     pthread_cond_t gone; /* a connection thread ended */
@@ -67,13 +82,27 @@ static int write_all(int fd, const char *p, size_t n) {
     return 0;
 }
 
-static int send_frame(int fd, const buf *ack) {
+/* The connection's bytes in and out: TLS records, or the socket. */
+static ssize_t conn_recv(conn *c, char *p, size_t n) {
+    if (c->tls) return tls_recv(c->tls, p, n);
+    for (;;) {
+        ssize_t r = recv(c->fd, p, n, 0);
+        if (r < 0 && errno == EINTR) continue;
+        return r < 0 ? -1 : r;
+    }
+}
+
+static int conn_send(conn *c, const char *p, size_t n) {
+    return c->tls ? tls_send_all(c->tls, p, n) : write_all(c->fd, p, n);
+}
+
+static int send_frame(conn *c, const buf *ack) {
     buf f = {0};
     buf_putc(&f, VT);
     buf_append(&f, ack->p, ack->len);
     buf_putc(&f, FS);
     buf_putc(&f, CR);
-    int r = write_all(fd, f.p, f.len);
+    int r = conn_send(c, f.p, f.len);
     buf_free(&f);
     return r;
 }
@@ -91,7 +120,7 @@ static void oversized(conn *c, const buf *frame, size_t total) {
     hl7_fail(&he, ST_TOO_LARGE, HL7_AR, HL7_ERR_INTERNAL, "", 0, -1, 0, 0, 0, 0, "%s", reason);
     buf ack = {0};
     hl7_ack_build(m, HL7_AR, &he, 1, NULL, &ack);
-    send_frame(c->fd, &ack);
+    send_frame(c, &ack);
     buf_free(&ack);
     arena_free(&a);
 }
@@ -104,8 +133,9 @@ static int frame_complete(conn *c, const buf *frame, size_t total, buf *ack) {
         return 0;
     }
     buf_reset(ack);
-    ingest_hl7(c->srv->g, frame->p ? frame->p : "", frame->len, c->peer, ack);
-    return send_frame(c->fd, ack);
+    ingest_hl7_as(c->srv->g, frame->p ? frame->p : "", frame->len, c->peer, c->who ? c->who->ods : NULL,
+                  c->who ? c->who->nods : 0, ack);
+    return send_frame(c, ack);
 }
 
 static void *conn_main(void *arg) {
@@ -115,19 +145,33 @@ static void *conn_main(void *arg) {
     int in_frame = 0, saw_fs = 0;
     size_t total = 0; /* bytes of the current frame, including any not kept */
     char rbuf[65536];
+    if (srv->tls) {
+        err e;
+        if (tls_accept(srv->tls, c->fd, TLS_HANDSHAKE_TIMEOUT_MS, &c->tls, &e) != ST_OK) {
+            log_warn("mllp: %s: %s", c->peer, e.msg);
+            goto out;
+        }
+        if (log_enabled(LOG_DEBUG)) {
+            char desc[128];
+            tls_describe(c->tls, desc, sizeof desc);
+            log_debug("mllp: %s: TLS %s", c->peer, desc);
+        }
+    }
     for (;;) {
-        struct pollfd p = {.fd = c->fd, .events = POLLIN};
-        int pr = poll(&p, 1, IDLE_TIMEOUT_MS);
-        if (pr == 0) {
-            log_info("mllp: %s idle, closing", c->peer);
-            break;
+        /* bytes GnuTLS has already decrypted are not on the socket */
+        if (!c->tls || tls_pending(c->tls) == 0) {
+            struct pollfd p = {.fd = c->fd, .events = POLLIN};
+            int pr = poll(&p, 1, IDLE_TIMEOUT_MS);
+            if (pr == 0) {
+                log_info("mllp: %s idle, closing", c->peer);
+                break;
+            }
+            if (pr < 0) {
+                if (errno == EINTR) continue;
+                break;
+            }
         }
-        if (pr < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        ssize_t n = recv(c->fd, rbuf, sizeof rbuf, 0);
-        if (n < 0 && errno == EINTR) continue;
+        ssize_t n = conn_recv(c, rbuf, sizeof rbuf);
         if (n <= 0) break;
         for (ssize_t i = 0; i < n; i++) {
             unsigned char ch = (unsigned char)rbuf[i];
@@ -179,6 +223,7 @@ out:
     buf_free(&frame);
     buf_free(&junk);
     buf_free(&ack);
+    tls_close(c->tls);
     close(c->fd);
     pthread_mutex_lock(&srv->lock);
     for (conn **pp = &srv->conns; *pp; pp = &(*pp)->next) {
@@ -194,6 +239,46 @@ out:
     return NULL;
 }
 
+/* A peer that may not connect: logged, and written to the access log as a
+ * failed sign-in (outcome 4, minor failure) from its address. */
+static void refuse(mllp_server *srv, const char *ip, int port, const char *why) {
+    log_warn("mllp: refused a connection from %s:%d: %s", ip, port, why);
+    if (!srv->audit) return;
+    char request[64];
+    snprintf(request, sizeof request, "MLLP connection to port %d", srv->port);
+    audit_event ev = {
+        .user = "anonymous",
+        .action = "login-failed",
+        .outcome = "4",
+        .purpose = "HSYSADMIN",
+        .reason = why,
+        .source = ip,
+        .request = request,
+    };
+    err e;
+    if (audit_append(srv->audit, &ev, 0, &e) != ST_OK)
+        log_error("access log: cannot append (login-failed): %s", e.msg);
+}
+
+/* Who the peer at `sa` is: its entry in the peers file, or NULL with
+ * *why set when it may not connect (NULL and *why NULL: no peers file, a
+ * loopback peer). */
+static const peers_entry *admit(const mllp_server *srv, const struct sockaddr_in *sa, const char **why) {
+    netaddr a;
+    *why = NULL;
+    if (netaddr_from_sockaddr((const struct sockaddr *)sa, &a) != 0) {
+        *why = "not an IP address";
+        return NULL;
+    }
+    if (srv->peers) {
+        const peers_entry *en = peers_match(srv->peers, &a);
+        if (!en) *why = "its address is not in the peers file (--mllp-peers)";
+        return en;
+    }
+    if (!netaddr_is_loopback(&a)) *why = "not a loopback address, and there is no peers file (--mllp-peers)";
+    return NULL;
+}
+
 static void *accept_main(void *arg) {
     mllp_server *srv = arg;
     for (;;) {
@@ -203,6 +288,15 @@ static void *accept_main(void *arg) {
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
             break; /* listener shut down */
+        }
+        char ip[INET_ADDRSTRLEN] = "?";
+        inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip);
+        const char *why;
+        const peers_entry *who = admit(srv, &sa, &why);
+        if (why) {
+            close(fd);
+            refuse(srv, ip, ntohs(sa.sin_port), why);
+            continue;
         }
         pthread_mutex_lock(&srv->lock);
         if (srv->stopping || srv->nconns >= MLLP_MAX_CONNECTIONS) {
@@ -220,9 +314,9 @@ static void *accept_main(void *arg) {
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         c->srv = srv;
         c->fd = fd;
-        char ip[INET_ADDRSTRLEN] = "?";
-        inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip);
+        c->who = who;
         snprintf(c->peer, sizeof c->peer, "mllp://%s:%d", ip, ntohs(sa.sin_port));
+        if (who) log_debug("mllp: %s is %s (peers line %d)", c->peer, who->text, who->line);
         c->next = srv->conns;
         srv->conns = c;
         srv->nconns++;
@@ -242,11 +336,16 @@ static void *accept_main(void *arg) {
     return NULL;
 }
 
-status mllp_start(ingest *g, const char *addr, int port, size_t max_frame, mllp_server **out, err *e) {
+status mllp_start(ingest *g, const mllp_config *cfg, mllp_server **out, err *e) {
+    const char *addr = cfg->addr ? cfg->addr : "127.0.0.1";
+    int port = cfg->port;
     mllp_server *srv = calloc(1, sizeof *srv);
     if (!srv) return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
     srv->g = g;
-    srv->max_frame = max_frame ? max_frame : MLLP_DEFAULT_MAX_FRAME;
+    srv->max_frame = cfg->max_frame ? cfg->max_frame : MLLP_DEFAULT_MAX_FRAME;
+    srv->tls = cfg->tls;
+    srv->peers = cfg->peers;
+    srv->audit = cfg->audit;
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->gone, NULL);
     struct sockaddr_in sa;
@@ -274,7 +373,11 @@ status mllp_start(ingest *g, const char *addr, int port, size_t max_frame, mllp_
         free(srv);
         return err_set(e, ST_IO, "exception", NULL, "cannot start the MLLP accept thread");
     }
-    log_info("mllp: listening on %s:%d", addr, srv->port);
+    if (srv->peers)
+        log_info("mllp: listening on %s:%d%s for the %zu peers of the peers file", addr, srv->port,
+                 srv->tls ? " (TLS)" : "", peers_count(srv->peers));
+    else
+        log_info("mllp: listening on %s:%d%s for loopback peers", addr, srv->port, srv->tls ? " (TLS)" : "");
     *out = srv;
     return ST_OK;
 }
