@@ -50,6 +50,10 @@ int cmd_import(int argc, char **argv);     /* import.c */
 int cmd_link(int argc, char **argv);       /* link.c */
 int cmd_risk(int argc, char **argv);       /* risk.c */
 int cmd_audit(int argc, char **argv);      /* audit.c: concord audit verify|list */
+/* audit.c: every command that opens the store is written to the access log
+ * first (cli_open_store calls it); main() saves the command line. */
+void cli_set_command_line(int argc, char **argv);
+int cli_audit_command(store *s, const char *db);
 int cmd_user(int argc, char **argv);       /* user.c: concord user add|list|disable|enable|reset */
 int cmd_token(int argc, char **argv);      /* user.c: concord token create|list|revoke */
 const char *cli_risk_data_dir(const char *given); /* risk.c: --risk-data, $CONCORD_RISK_DATA, data/risk */

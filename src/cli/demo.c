@@ -311,6 +311,10 @@ int cmd_demo(int argc, char **argv) {
             return 2;
         }
     }
+    if (serve) { /* before minutes of loading: a listener off loopback needs TLS */
+        int lc = cli_check_listeners(&o);
+        if (lc) return lc;
+    }
     store *s = NULL;
     if (cli_open_store(&o, 1, &s)) return 1;
     store_count *counts = NULL;

@@ -182,6 +182,12 @@ int cli_open_store(const cli_opts *o, int migrate, store **s) {
         *s = NULL; /* callers may close what they got */
         return 1;
     }
+    /* the command itself, in the access log, before it reads or writes */
+    if (migrate && cli_audit_command(*s, o->db)) {
+        store_close(*s);
+        *s = NULL;
+        return 1;
+    }
     return 0;
 }
 
@@ -433,6 +439,7 @@ static int cmd_help(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    cli_set_command_line(argc, argv);
     if (argc < 2) {
         cmd_help(0, NULL);
         return 2;

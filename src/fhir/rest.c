@@ -1468,7 +1468,7 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
         buf_puts(b, "]");
     }
     buf_puts(b, "}");
-out:
+out:;
     /* the access log, now that every transaction has ended: an entry that
      * passed the access check takes the outcome of its transaction (the
      * whole Bundle's for a transaction); the last waits until all are durable */
