@@ -423,21 +423,23 @@ static void test_throttle_address(void **state) {
 static void test_throttle_lock_doubles(void **state) {
     fx *f = *state;
     auth *a = NULL;
-    auth_config cfg = {.max_failures = 2, .lock_sec = 2};
+    /* margins of seconds either side: sanitizer builds on a busy machine
+     * take a while over each sign-in */
+    auth_config cfg = {.max_failures = 2, .lock_sec = 3};
     assert_int_equal(auth_open(f->s, &cfg, &a, &f->e), ST_OK);
     add_user(f, "ann", "admin", NULL, PASSWORD);
     acc_principal p;
     char sid[72];
     assert_int_equal(login(f, a, "ann", "wrong password", NULL, &p, sid), ST_UNAUTHENTICATED);
     assert_int_equal(login(f, a, "ann", "wrong password", NULL, &p, sid), ST_UNAUTHENTICATED);
-    assert_int_equal(login(f, a, "ann", PASSWORD, NULL, &p, sid), ST_THROTTLED); /* locked 2 s */
-    sleep(3);
+    assert_int_equal(login(f, a, "ann", PASSWORD, NULL, &p, sid), ST_THROTTLED); /* locked 3 s */
+    sleep(4);
     assert_int_equal(login(f, a, "ann", "wrong password", NULL, &p, sid), ST_UNAUTHENTICATED);
-    assert_int_equal(login(f, a, "ann", PASSWORD, NULL, &p, sid), ST_THROTTLED); /* locked 4 s */
-    assert_non_null(strstr(f->e.msg, "in 4 s"));
-    sleep(3);
-    assert_int_equal(login(f, a, "ann", PASSWORD, NULL, &p, sid), ST_THROTTLED); /* still */
+    assert_int_equal(login(f, a, "ann", PASSWORD, NULL, &p, sid), ST_THROTTLED); /* locked 6 s */
+    assert_non_null(strstr(f->e.msg, "in 6 s"));
     sleep(2);
+    assert_int_equal(login(f, a, "ann", PASSWORD, NULL, &p, sid), ST_THROTTLED); /* still */
+    sleep(5);
     assert_int_equal(login(f, a, "ann", PASSWORD, NULL, &p, sid), ST_OK);
     auth_close(a);
 }
