@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../base/log.h"
+#include "../fhir/index.h"
 #include "../store/store_int.h"
 
 static const char *action_name(unsigned a) {
@@ -55,17 +56,50 @@ status guard_record(store *s, const acc_principal *who, const store_meta *m, int
     }
 }
 
-/* The Patient a resource is about: itself, or its first reference to a
- * Patient through the usual compartment elements. */
-static const char *patient_ref(json_t *res, const char *rtype) {
-    static const char *const fields[] = {"subject", "patient", "beneficiary", "individual", "for", "expressedBy",
-                                         "sender", "source", NULL};
-    if (strcmp(rtype, "Patient") == 0) return NULL;
-    for (int i = 0; fields[i]; i++) {
-        const char *r = json_string_value(json_object_get(json_object_get(res, fields[i]), "reference"));
-        if (r && strncmp(r, "Patient/", 8) == 0) return r + 8;
+/* The Patient whose record `res` will be stored in, into out (72 bytes;
+ * "" if none): by the store's own rule (fhir_index_patient_id over the
+ * type's Patient-compartment parameters: Observation.performer,
+ * Appointment.participant.actor, ... as well as subject), so that the
+ * access check is made on the record the write actually lands in. */
+static void compartment_patient(json_t *res, const char *rtype, char *out) {
+    out[0] = 0;
+    if (strcmp(rtype, "Patient") == 0) {
+        const char *id = json_string_value(json_object_get(res, "id"));
+        if (id) snprintf(out, 72, "%s", id);
+        return;
     }
-    return NULL;
+    arena a = {0};
+    idx_rows rows = {0};
+    if (fhir_index_resource(rtype, res, &rows, &a) == 0) {
+        const char *pid = fhir_index_patient_id(rtype, res, &rows);
+        if (pid) snprintf(out, 72, "%s", pid);
+    }
+    arena_free(&a);
+}
+
+/* Does the stored current version of rtype/id exist and was it written by
+ * someone other than the patient (a clinician's entry)? */
+static int is_clinicians_entry(store *s, const char *rtype, const char *id) {
+    buf body = {0};
+    store_meta m;
+    err e;
+    int theirs = 0;
+    if (id && store_read(s, rtype, id, 0, &body, &m, &e) == ST_OK) {
+        json_t *j = json_loadb(body.p ? body.p : "", body.len, 0, NULL);
+        int patient_authored = 0;
+        size_t i;
+        json_t *t;
+        json_array_foreach(json_object_get(json_object_get(j, "meta"), "tag"), i, t) {
+            const char *sys = json_string_value(json_object_get(t, "system"));
+            const char *code = json_string_value(json_object_get(t, "code"));
+            if (sys && code && strcmp(sys, CONCORD_TAG_SYSTEM) == 0 && strcmp(code, "patient-authored") == 0)
+                patient_authored = 1;
+        }
+        json_decref(j);
+        theirs = !patient_authored;
+    }
+    buf_free(&body);
+    return theirs;
 }
 
 /* Replace the ODS tag (or add one) in meta.tag; for patients, a
@@ -98,22 +132,29 @@ status guard_write(store *s, const acc_principal *who, json_t *res, const char *
     status rc = ST_OK;
     *pkey = 0;
     patient_id[0] = 0;
+    char pid[72];
+    compartment_patient(res, rtype, pid);
     if (who->role == ROLE_PATIENT) {
         static const char *const own[] = {"Goal", "Communication", "QuestionnaireResponse", NULL};
         int ok = 0;
         for (int i = 0; own[i]; i++) ok |= strcmp(own[i], rtype) == 0;
-        const char *p = patient_ref(res, rtype);
         if (!ok)
             return err_set(e, ST_FORBIDDEN, "forbidden", NULL,
                            "a patient may write their own Goal, Communication and QuestionnaireResponse only");
-        if (!p || strcmp(p, who->patient) != 0)
+        if (!pid[0] || strcmp(pid, who->patient) != 0)
             return err_set(e, ST_FORBIDDEN, "forbidden", NULL, "a patient may write only about themselves");
+        /* their own notes are kept apart from clinical entries: a patient
+         * does not write over (and so take over) a clinician's entry. A
+         * body's id names the record an update replaces (a create ignores
+         * it: one naming a clinician's entry is refused all the same) */
+        if (is_clinicians_entry(s, rtype, json_string_value(json_object_get(res, "id"))))
+            return err_set(e, ST_FORBIDDEN, "forbidden", NULL,
+                           "a patient may not change an entry written by a clinician: add a note of your own");
     } else {
         rc = guard_role(who, rtype, ACC_WRITE, e);
         if (rc != ST_OK) return rc;
     }
-    const char *pid = strcmp(rtype, "Patient") == 0 ? json_string_value(json_object_get(res, "id")) : patient_ref(res, rtype);
-    if (pid) {
+    if (pid[0]) {
         snprintf(patient_id, 72, "%s", pid);
         db *d = store_db(s, e);
         if (!d) return e ? e->code : ST_IO;

@@ -25,11 +25,14 @@ status guard_role(const acc_principal *who, const char *rtype, unsigned actions,
 status guard_record(store *s, const acc_principal *who, const store_meta *m, int *via_glass, err *e);
 
 /* Before a create or update of `res` by `who`: the role may write the
- * area; the patient the resource belongs to must be one `who` may see (a
- * new Patient excepted); the patient role writes only its own notes and
- * goals. Then the resource is stamped with the writer's organisation
- * (meta.tag ODS code, replacing any the client sent: a user writes only as
- * the organisation they are) or, for a patient, as patient-authored.
+ * area; the patient whose record it will be stored in (the store's rule:
+ * the first Patient reference among the type's Patient-compartment
+ * parameters) must be one `who` may see (a new Patient excepted); the
+ * patient role writes only its own notes and goals, and never over a
+ * clinician's entry (the body's id naming one). Then the resource is
+ * stamped with the writer's organisation (meta.tag ODS code, replacing any
+ * the client sent: a user writes only as the organisation they are) or,
+ * for a patient, as patient-authored.
  * *pkey and patient_id (72 bytes) receive the patient it is about. */
 status guard_write(store *s, const acc_principal *who, json_t *res, const char *rtype, int64_t *pkey,
                    char *patient_id, err *e);

@@ -202,6 +202,7 @@ static int is_safe_method(const char *m) { return strcmp(m, "GET") == 0 || strcm
 static status authenticate(http_server *h, struct MHD_Connection *c, const char *method, const char *addr,
                            acc_principal *who, int *have, err *e) {
     *have = 0;
+    memset(who, 0, sizeof *who); /* stays zeroed unless the credentials are good */
     const char *authz = header(c, "Authorization");
     if (authz) {
         status rc = auth_bearer(h->cfg.auth, authz, addr, who, e);
@@ -344,12 +345,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (h->cfg.auth) arc = authenticate(h, c, method, addr, &who, &have, &ae);
         if (arc != ST_OK) {
             rest_error(&rs, &ae);
+            /* who is refused: the session's user when the session was good
+             * but the CSRF token was not, else anonymous (authenticate
+             * leaves `who` zeroed when the credentials fail) */
             acc_principal anon;
             memset(&anon, 0, sizeof anon);
             snprintf(anon.user, sizeof anon.user, "anonymous");
             snprintf(anon.addr, sizeof anon.addr, "%s", addr);
-            guard_audit(h->cfg.audit, &anon, "login-failed", NULL, NULL, 0, NULL, rs.status, NULL, ae.msg, method,
-                        url, NULL, 0);
+            guard_audit(h->cfg.audit, who.user[0] ? &who : &anon, "login-failed", NULL, NULL, 0, NULL, rs.status,
+                        NULL, ae.msg, method, url, NULL, 0);
         } else if (rq->too_large) {
             err e;
             err_set(&e, ST_TOO_LARGE, "too-costly", NULL, "the request body is larger than the limit of %zu bytes",
