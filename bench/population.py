@@ -14,6 +14,10 @@ being told what was loaded.
                       Patient/bench-<n>, effectiveDateTime spread over
                       2015-01-01..2025-12-31, valueQuantity in a plausible
                       range for the code.
+  Organization        only when a practice is asked for (access.py): PUT
+                      first, with its ODS code; every Patient then names it
+                      as generalPractitioner (registered there). Without
+                      one the Patients are byte-for-byte as before.
 
 Loading packs whole patients (Patient + its Observations) into transaction
 Bundles of at most BUNDLE_MAX resources and posts them over several keep-alive
@@ -127,9 +131,10 @@ def bundles(patients):
 PATIENT_T = (
     '{"resource":{"resourceType":"Patient","id":"bench-%d","identifier":[%s],"active":true,'
     '"name":[{"use":"official","family":"%s","given":["%s"]}],"gender":"%s","birthDate":"%s",'
-    '"address":[{"line":["%d Harrow Road"],"city":"London","postalCode":"%s","country":"GB"}]},'
+    '"address":[{"line":["%d Harrow Road"],"city":"London","postalCode":"%s","country":"GB"}]%s},'
     '"request":{"method":"PUT","url":"Patient/bench-%d"}}'
 )
+ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
 OBS_T = (
     '{"resource":{"resourceType":"Observation","status":"final","category":[{"coding":[{"system":'
     '"http://terminology.hl7.org/CodeSystem/observation-category","code":"%s"}]}],"code":{"coding":'
@@ -139,7 +144,21 @@ OBS_T = (
 )
 
 
-def patient_entries(n):
+def practice_ref(practice):
+    """The Patient fields that register every patient at `practice` (an
+    (Organization id, ODS code) pair, or None for none)."""
+    return ',"generalPractitioner":[{"reference":"Organization/%s"}]' % practice[0] if practice else ""
+
+
+def practice_resource(practice):
+    """The practice's Organization, with its ODS code."""
+    return ('{"resourceType":"Organization","id":"%s","identifier":[{"system":"%s","value":"%s"}],'
+            '"active":true,"type":[{"coding":[{"system":"https://fhir.nhs.uk/CodeSystem/organisation-role",'
+            '"code":"76","display":"GP practice"}]}],"name":"Bench Practice %s"}'
+            % (practice[0], ODS_SYSTEM, practice[1], practice[1])).encode()
+
+
+def patient_entries(n, practice=None):
     hn = h(n)
     ids = '{"system":"%s","value":"BM%d"}' % (MRN_SYSTEM, n)
     nn = nhs(n)
@@ -147,7 +166,7 @@ def patient_entries(n):
         ids = '{"system":"%s","value":"%s"},' % (NHS_SYSTEM, nn) + ids
     fam = family(n)
     out = [PATIENT_T % (n, ids, fam, GIVEN[(hn >> 8) % len(GIVEN)], "female" if hn & 1 else "male",
-                        birthdate(n), n % 200 + 1, POSTCODES[n % len(POSTCODES)], n)]
+                        birthdate(n), n % 200 + 1, POSTCODES[n % len(POSTCODES)], practice_ref(practice), n)]
     for j in range(obs_count(n)):
         code, display, unit, lo, hi, cat = CODES[j % len(CODES)]
         x = h(n * 64 + j)
@@ -157,19 +176,41 @@ def patient_entries(n):
     return out
 
 
-def bundle_body(first, last):
+def bundle_body(first, last, practice=None):
     entries = []
     for n in range(first, last + 1):
-        entries.extend(patient_entries(n))
+        entries.extend(patient_entries(n, practice))
     return ('{"resourceType":"Bundle","type":"transaction","entry":[' + ",".join(entries) + "]}").encode(), len(entries)
 
 
-def _worker(url, patients, wid, nworkers, done_res, failed, deadline):
-    u = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=300)
+def _headers():
     headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
     if os.environ.get("BENCH_TOKEN"):  # bench.py provisions it (the server requires sign-in)
         headers["Authorization"] = "Bearer " + os.environ["BENCH_TOKEN"]
+    return headers
+
+
+def put_practice(url, practice):
+    """PUT the practice's Organization (before the patients that name it,
+    so the server can resolve its ODS code when they are stored)."""
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=60)
+    try:
+        conn.request("PUT", "%s/Organization/%s" % (u.path.rstrip("/") or "/fhir", practice[0]),
+                     practice_resource(practice), _headers())
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    if resp.status not in (200, 201):
+        raise RuntimeError("load: PUT Organization/%s: HTTP %d: %s"
+                           % (practice[0], resp.status, data[:400].decode("utf-8", "replace")))
+
+
+def _worker(url, patients, wid, nworkers, done_res, failed, deadline, practice=None):
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=300)
+    headers = _headers()
     for i, (first, last) in enumerate(bundles(patients)):
         if i % nworkers != wid:
             continue
@@ -177,7 +218,7 @@ def _worker(url, patients, wid, nworkers, done_res, failed, deadline):
             failed.value += 1
             print("load: worker %d stopped at the time limit" % wid, file=sys.stderr)
             return
-        body, count = bundle_body(first, last)
+        body, count = bundle_body(first, last, practice)
         for attempt in range(3):
             try:
                 conn.request("POST", u.path.rstrip("/") or "/fhir", body, headers)
@@ -202,16 +243,21 @@ def _worker(url, patients, wid, nworkers, done_res, failed, deadline):
             done_res.value += count
 
 
-def load(url, resources, workers=4, timeout=3600, progress=None):
+def load(url, resources, workers=4, timeout=3600, progress=None, practice=None):
     """Load a population of about `resources` resources into the FHIR server at
-    url (…/fhir). Returns a dict of what was loaded and how fast."""
+    url (…/fhir). Returns a dict of what was loaded and how fast. With
+    `practice` ((Organization id, ODS code)), that Organization is PUT first
+    and every Patient names it as generalPractitioner (registered there);
+    it is not counted in `resources`."""
     patients, total = patients_for(resources)
+    if practice:
+        put_practice(url, practice)
     done_res = mp.Value("q", 0)
     failed = mp.Value("i", 0)
     ctx = mp.get_context("fork")
     t0 = time.time()
     deadline = t0 + timeout
-    procs = [ctx.Process(target=_worker, args=(url, patients, w, workers, done_res, failed, deadline))
+    procs = [ctx.Process(target=_worker, args=(url, patients, w, workers, done_res, failed, deadline, practice))
              for w in range(workers)]
     for p in procs:
         p.start()

@@ -12,6 +12,8 @@
 #   BENCH_DB=postgresql://…  bench PostgreSQL: a scratch database is created
 #                            on that server and dropped afterwards
 #   BENCH_PERF=1             also profile the server with perf (extra runs)
+#   BENCH_SKIP_ACCESS=1      leave out access.py (access control's cost,
+#                            which builds the pre-access baseline once)
 #   more in bench/README.md
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -40,6 +42,9 @@ command -v sqlite3 >/dev/null 2>&1 || echo "bench: note: without the sqlite3 CLI
 # the server benchmarks, then the synthetic population generator (issue 3's
 # target); BENCH_SKIP_SYNTH=1 leaves the latter out
 /usr/bin/python3 -B "$here/bench.py" "$bin"
+# what authorisation and access logging cost read by id, against the build
+# before access control (issue 6's target); BENCH_SKIP_ACCESS=1 leaves it out
+if [ -z "${BENCH_SKIP_ACCESS:-}" ]; then /usr/bin/python3 -B "$here/access.py" "$bin"; fi
 /usr/bin/python3 -B "$here/mllp.py" "$bin"  # HL7 v2 over MLLP, ACK after commit (issue 4's target)
 /usr/bin/python3 -B "$here/risk.py" "$bin"  # risk stratification: 500,000 people, rescoring (issue 7's targets)
 /usr/bin/python3 -B "$here/registry.py" "$bin"  # the patient registry: batch, real time, accuracy (issue 5's targets)
