@@ -9,6 +9,8 @@
  *           behave the same on both backends
  *   {REAL}  double precision
  *   {NOROWID} SQLite WITHOUT ROWID clustering for the index tables
+ *   {SEQKEY} a 64-bit primary key the program assigns (SQLite: the rowid
+ *           itself, no separate index)
  *
  * Layout (docs/storage.md explains it at length):
  *   resource          the current version of every resource, deleted or not
@@ -229,6 +231,21 @@ static const char *const migrations[] = {
     "CREATE INDEX audit_log_at ON audit_log (at);"
     "CREATE TABLE audit_anchor (id SMALLINT PRIMARY KEY, seq BIGINT NOT NULL, hash {TEXT} NOT NULL,"
     " key_id {TEXT} NOT NULL, updated BIGINT NOT NULL);",
+    /* 8: the access log's seq becomes SQLite's rowid (BIGINT PRIMARY KEY was
+     * a separate unique index: every event paid for a fifth b-tree) */
+    "CREATE TABLE audit_log_v8 (seq {SEQKEY}, at BIGINT NOT NULL, user_name {TEXT} NOT NULL,"
+    " role {TEXT} NOT NULL, org {TEXT} NOT NULL, action {TEXT} NOT NULL, outcome {TEXT} NOT NULL,"
+    " status INTEGER NOT NULL, rtype {TEXT} NOT NULL, rid {TEXT} NOT NULL, pkey BIGINT NOT NULL,"
+    " patient_id {TEXT} NOT NULL, purpose {TEXT} NOT NULL, reason TEXT NOT NULL, source {TEXT} NOT NULL,"
+    " request TEXT NOT NULL, prev {TEXT} NOT NULL, hash {TEXT} NOT NULL);"
+    "INSERT INTO audit_log_v8 (seq, at, user_name, role, org, action, outcome, status, rtype, rid, pkey,"
+    " patient_id, purpose, reason, source, request, prev, hash) SELECT seq, at, user_name, role, org, action,"
+    " outcome, status, rtype, rid, pkey, patient_id, purpose, reason, source, request, prev, hash FROM audit_log;"
+    "DROP TABLE audit_log;"
+    "ALTER TABLE audit_log_v8 RENAME TO audit_log;"
+    "CREATE INDEX audit_log_patient ON audit_log (pkey, seq);"
+    "CREATE INDEX audit_log_user ON audit_log (user_name, seq);"
+    "CREATE INDEX audit_log_at ON audit_log (at);"
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -243,6 +260,7 @@ static void expand(buf *out, const char *sql, int pg) {
         {"{TEXT}", "TEXT", "TEXT COLLATE \"C\""},
         {"{REAL}", "REAL", "DOUBLE PRECISION"},
         {"{NOROWID}", " WITHOUT ROWID", ""},
+        {"{SEQKEY}", "INTEGER PRIMARY KEY", "BIGINT PRIMARY KEY"}, /* a key the program assigns */
     };
     for (const char *p = sql; *p;) {
         int matched = 0;

@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +68,14 @@ static int mkdir_parents(const char *path) {
     return rc;
 }
 
+/* Before the first connection: no global memory statistics. With them on
+ * (SQLite's default), every allocation in every connection takes one
+ * process-wide mutex, which the server's worker threads then queue on. */
+static pthread_once_t sq_once = PTHREAD_ONCE_INIT;
+static void sq_configure(void) { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); }
+
 static status sq_connect(store *s, db **out, err *e) {
+    pthread_once(&sq_once, sq_configure);
     status rc = ST_OK;
     db *d = calloc(1, sizeof *d);
     if (!d) return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
