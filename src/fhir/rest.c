@@ -1645,25 +1645,31 @@ static void route(rest_ctx *ctx, const rest_request *rq, rest_response *rs) {
         if (strcmp(rt->method, rq->method) != 0) continue;
         if (v.id && !fhir_id_valid(v.id)) {
             fail(rs, ST_INVALID, "value", NULL, "'%s' is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)", v.id);
+            audit_req(ctx, rq, "operation", v.type, NULL, 0, NULL, rs->status, NULL, "not a valid FHIR id", 0);
             return;
         }
         rt->fn(ctx, rq, rs, &v);
         if (!rs->content_type) rs->content_type = FHIR_JSON;
         return;
     }
+    /* what the router refuses by itself is in the access log too (a probe
+     * for paths is an attempt at access) */
     if (path_matched) {
         fail(rs, ST_UNSUPPORTED, "not-supported", NULL, "%s is not supported on %s", rq->method,
              rq->path && *rq->path ? rq->path : "/");
         rs->status = 405;
+        audit_req(ctx, rq, "operation", NULL, NULL, 0, NULL, rs->status, NULL, "method not supported here", 0);
         return;
     }
     if (nseg >= 1 && !fhir_resource_type(seg[0]) && seg[0][0] != '_' && seg[0][0] != '$' &&
         strcmp(seg[0], "metadata") != 0) {
         fail(rs, ST_NOT_FOUND, "not-supported", NULL, "'%s' is not a FHIR R4 resource type", seg[0]);
+        audit_req(ctx, rq, "operation", NULL, NULL, 0, NULL, rs->status, NULL, "not a resource type", 0);
         return;
     }
     fail(rs, ST_NOT_FOUND, "not-found", NULL, "no FHIR interaction at %s %s", rq->method,
          rq->path && *rq->path ? rq->path : "/");
+    audit_req(ctx, rq, "operation", NULL, NULL, 0, NULL, rs->status, NULL, "no such interaction", 0);
 }
 
 void rest_handle(rest_ctx *ctx, const rest_request *rq, rest_response *rs) {
