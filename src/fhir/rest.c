@@ -328,6 +328,23 @@ typedef struct route_vars {
     const char *type, *id, *vid;
 } route_vars;
 
+/* An earlier version may carry a sensitive code its current version no
+ * longer has (a diagnosis corrected): history rows keep no labels, so the
+ * version's own are worked out from its body. Hidden when the role may not
+ * see its category and the user's organisation did not record it. */
+static int version_hidden(const rest_ctx *ctx, const rest_request *rq, const char *type, const char *body,
+                          size_t len) {
+    if (!ctx->guarded || !rq->who || rq->who->role == ROLE_SYSTEM || !body) return 0;
+    unsigned denied = acc_sens_denied(rq->who->role);
+    if (!denied) return 0;
+    json_t *res = json_loadb(body, len, 0, NULL);
+    if (!res) return 0;
+    store_label lab;
+    store_label_of(type, res, &lab);
+    json_decref(res);
+    return (lab.sens & denied) && strcmp(lab.org, rq->who->org) != 0;
+}
+
 static void h_read(rest_ctx *ctx, const rest_request *rq, rest_response *rs, const route_vars *v) {
     err e;
     store_meta m;
@@ -365,6 +382,12 @@ static void h_read(rest_ctx *ctx, const rest_request *rq, rest_response *rs, con
     if (rc != ST_OK) {
         rest_error(rs, &e);
         audit_req(ctx, rq, action, v->type, v->id, 0, pid, rs->status, NULL, e.msg, 0);
+        return;
+    }
+    if (v->vid && version_hidden(ctx, rq, v->type, rs->body.p, rs->body.len)) {
+        err he;
+        err_set(&he, ST_NOT_FOUND, "not-found", NULL, "%s/%s/_history/%s is not known", v->type, v->id, v->vid);
+        deny(ctx, rq, rs, &he, action, v->type, v->id, m.pkey);
         return;
     }
     rs->status = 200;
@@ -755,6 +778,15 @@ static void h_history(rest_ctx *ctx, const rest_request *rq, rest_response *rs, 
         }
     }
     status rc = store_history(ctx->store, v->type, v->id, since, count, offset, &it, &e);
+    if (rc == ST_OK && ctx->guarded) { /* earlier versions the user may not see are left out */
+        size_t keep = 0;
+        for (size_t i = 0; i < it.n; i++) {
+            if (version_hidden(ctx, rq, it.v[i].meta.type, it.v[i].body, it.v[i].body_len)) free(it.v[i].body);
+            else it.v[keep++] = it.v[i];
+        }
+        if (it.total >= 0) it.total -= (int64_t)(it.n - keep); /* not counted either */
+        it.n = keep;
+    }
     audit_req(ctx, rq, "history", v->type, v->id, hpkey, NULL, rc == ST_OK ? 200 : status_http(rc), NULL, NULL, 0);
     if (rc != ST_OK) {
         store_items_free(&it);

@@ -655,6 +655,8 @@ static void label_resource(const char *type, json_t *res, store_label *out) {
     else store_label_default(type, res, out);
 }
 
+void store_label_of(const char *type, json_t *res, store_label *out) { label_resource(type, res, out); }
+
 static status put_impl(store_txn *tx, json_t *res, const char *id, int64_t if_match, int create_only,
                        store_prep *prep, store_meta *out, int *created, char **body_out, err *e) {
     const db_driver *drv = tx->s->drv;

@@ -123,6 +123,9 @@ typedef struct store_label {
 typedef void (*store_labeller)(void *ctx, const char *type, json_t *res, store_label *out);
 void store_set_labeller(store_labeller fn, void *ctx);
 void store_label_default(const char *type, json_t *res, store_label *out);
+/* The labels the store would give `res` now (the installed labeller): for
+ * earlier versions, whose rows keep no labels of their own (history). */
+void store_label_of(const char *type, json_t *res, store_label *out);
 
 /* ---- access scope (store_scope.c) ------------------------------------- */
 /* What one user may see, as the store's queries evaluate it: searches,

@@ -792,12 +792,6 @@ def test_searches_do_not_reveal_hidden_records_through_includes_or_chains(world,
     assert r.status_code == 200 and r.json()["total"] == 0 and not r.json().get("entry")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "earlier versions carry no labels of their own: resource_history (src/store/schema.c) has no org/sens "
-    "columns, a vread takes the current row's labels (src/store/store.c, the read of org, sens FROM resource), "
-    "and src/fhir/rest.c h_history checks the current version only before returning every version; so a "
-    "diagnosis that was sensitive (F20) and was corrected shows in its history and vread to roles that may "
-    "not see it"))
 def test_history_does_not_reveal_an_earlier_sensitive_version(world, attach):
     """A record that was sensitive and is no longer (a diagnosis corrected)
     keeps its sensitive version in its history: the history and a vread of
