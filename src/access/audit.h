@@ -66,7 +66,7 @@ typedef struct audit_log audit_log;
 
 typedef struct audit_config {
     const char *key_path; /* the chain's key: 32 bytes, created (mode 0600) if missing */
-    int flush_ms;         /* wait=0 events are committed within this (default 20) */
+    int flush_ms;         /* wait=0 events are committed within this (default 100) */
     int sync_reads;       /* 1: every append waits as if wait=1 */
 } audit_config;
 

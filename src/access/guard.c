@@ -5,6 +5,8 @@
  */
 #include "guard.h"
 
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -176,9 +178,30 @@ status guard_write(store *s, const acc_principal *who, json_t *res, const char *
     return ST_OK;
 }
 
+/* patient key -> patient id never changes once assigned, so the access
+ * log's lookups are cached (direct-mapped, one lock per stripe). */
+#define PID_CACHE 8192
+static struct {
+    pthread_mutex_t lock;
+    const store *s; /* tests open several stores in one process */
+    int64_t pkey;
+    char id[72];
+} pid_cache[PID_CACHE];
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+static void pid_init(void) {
+    for (int i = 0; i < PID_CACHE; i++) pthread_mutex_init(&pid_cache[i].lock, NULL);
+}
+
 void guard_patient_id(store *s, int64_t pkey, char *out, size_t n) {
     out[0] = 0;
     if (!pkey) return;
+    pthread_once(&pid_once, pid_init);
+    int slot = (int)((uint64_t)pkey % PID_CACHE);
+    pthread_mutex_lock(&pid_cache[slot].lock);
+    int hit = pid_cache[slot].pkey == pkey && pid_cache[slot].s == s;
+    if (hit) snprintf(out, n, "%s", pid_cache[slot].id);
+    pthread_mutex_unlock(&pid_cache[slot].lock);
+    if (hit) return;
     err e;
     db *d = store_db(s, &e);
     if (!d) return;
@@ -191,6 +214,13 @@ void guard_patient_id(store *s, int64_t pkey, char *out, size_t n) {
         if (p) snprintf(out, n, "%s", p);
     }
     s->drv->done(st);
+    if (out[0] && strlen(out) < sizeof pid_cache[slot].id) {
+        pthread_mutex_lock(&pid_cache[slot].lock);
+        pid_cache[slot].pkey = pkey;
+        pid_cache[slot].s = s;
+        snprintf(pid_cache[slot].id, sizeof pid_cache[slot].id, "%s", out);
+        pthread_mutex_unlock(&pid_cache[slot].lock);
+    }
 }
 
 status guard_audit(audit_log *log, const acc_principal *who, const char *action, const char *rtype, const char *rid,

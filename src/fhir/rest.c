@@ -1032,6 +1032,7 @@ static void h_audit_search(rest_ctx *ctx, const rest_request *rq, rest_response 
     f.offset = offset[0] ? atoi(offset) : 0;
     json_t *entries = json_array();
     int64_t total = 0;
+    if (rc == ST_OK) audit_flush(ctx->audit); /* everything logged before this request is in the answer */
     if (rc == ST_OK) rc = audit_query(ctx->store, &f, entries, &total, &e);
     if (rc != ST_OK) rest_error(rs, &e);
     else {
