@@ -22,7 +22,6 @@
  * The tampering is done with plain SQL on the tables, as someone holding
  * the database (but not the key) would.
  */
-#include <dirent.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -48,37 +47,23 @@
 
 typedef struct fx {
     int pg;
-    char dir[256]; /* temp directory: the key files, and the SQLite database */
-    char url[512];
-    char pg_db[64];
+    test_db db; /* dir (key files too), url */
     char key[300];
     store *s;
     audit_log *a;
     err e;
 } fx;
 
-static int pg_counter;
 
 static int setup_common(void **state, int pg) {
     fx *f = calloc(1, sizeof *f);
     if (!f) return -1;
     *state = f;
     f->pg = pg;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(f->dir, sizeof f->dir, "%s/concord-audit-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(f->dir)) return -1;
-    snprintf(f->key, sizeof f->key, "%s/audit.key", f->dir);
-    if (!pg) {
-        snprintf(f->url, sizeof f->url, "%s/db.sqlite", f->dir);
-    } else {
-        snprintf(f->pg_db, sizeof f->pg_db, "concord_audit_%d_%d", (int)getpid(), ++pg_counter);
-        char sql[128];
-        snprintf(sql, sizeof sql, "CREATE DATABASE %s", f->pg_db);
-        if (!pg_admin_exec(sql)) return -1;
-        url_with_dbname(getenv("CONCORD_TEST_PG"), f->pg_db, f->url, sizeof f->url);
-    }
-    if (store_open(f->url, 1, &f->s, &f->e) != ST_OK) {
-        print_error("store_open(%s): %s\n", f->url, f->e.msg);
+    if (test_db_create(&f->db, "audit", "db.sqlite", pg)) return -1;
+    snprintf(f->key, sizeof f->key, "%s/audit.key", f->db.dir);
+    if (store_open(f->db.url, 1, &f->s, &f->e) != ST_OK) {
+        print_error("store_open(%s): %s\n", f->db.url, f->e.msg);
         return -1;
     }
     return 0;
@@ -96,21 +81,7 @@ static int teardown(void **state) {
     if (!f) return 0;
     audit_close(f->a);
     store_close(f->s);
-    if (f->pg_db[0]) {
-        char sql[128];
-        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->pg_db);
-        pg_admin_exec(sql);
-    }
-    DIR *d = opendir(f->dir);
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        if (de->d_name[0] == '.') continue;
-        char p[600];
-        snprintf(p, sizeof p, "%s/%s", f->dir, de->d_name);
-        unlink(p);
-    }
-    if (d) closedir(d);
-    rmdir(f->dir);
+    test_db_drop(&f->db);
     free(f);
     return 0;
 }
@@ -354,7 +325,7 @@ static void *second_writer(void *arg) {
     audit_log *a2 = NULL;
     err e;
     audit_config cfg = {.key_path = f->key, .flush_ms = 1};
-    if (store_open(f->url, 1, &s2, &e) != ST_OK || audit_open(s2, &cfg, &a2, &e) != ST_OK) {
+    if (store_open(f->db.url, 1, &s2, &e) != ST_OK || audit_open(s2, &cfg, &a2, &e) != ST_OK) {
         print_error("second writer: %s\n", e.msg);
         store_close(s2);
         return (void *)1;
@@ -495,7 +466,7 @@ static void test_wrong_key(void **state) {
     fx *f = *state;
     fill(f, 5);
     char other[400];
-    snprintf(other, sizeof other, "%s/other.key", f->dir);
+    snprintf(other, sizeof other, "%s/other.key", f->db.dir);
     unsigned char k[32];
     memset(k, 7, sizeof k);
     write_key_file(other, k, sizeof k, 0600);
@@ -535,7 +506,7 @@ static void test_key_file_rules(void **state) {
 
     /* a file of the wrong size is not a key */
     char bad[400];
-    snprintf(bad, sizeof bad, "%s/bad.key", f->dir);
+    snprintf(bad, sizeof bad, "%s/bad.key", f->db.dir);
     write_key_file(bad, "short", 5, 0600);
     audit_config cfg = {.key_path = bad};
     assert_int_equal(audit_open(f->s, &cfg, &f->a, &f->e), ST_INVALID);
@@ -546,7 +517,7 @@ static void test_key_file_rules(void **state) {
 
     /* verify never creates a key */
     char missing[400];
-    snprintf(missing, sizeof missing, "%s/missing.key", f->dir);
+    snprintf(missing, sizeof missing, "%s/missing.key", f->db.dir);
     assert_int_not_equal(audit_verify(f->s, missing, &r, &f->e), ST_OK);
     assert_int_not_equal(access(missing, F_OK), 0);
 }
@@ -555,7 +526,7 @@ static void test_new_key_refused_for_an_existing_log(void **state) {
     fx *f = *state;
     fill(f, 3);
     char fresh[400];
-    snprintf(fresh, sizeof fresh, "%s/lost-and-replaced.key", f->dir);
+    snprintf(fresh, sizeof fresh, "%s/lost-and-replaced.key", f->db.dir);
     audit_config cfg = {.key_path = fresh};
     status rc = audit_open(f->s, &cfg, &f->a, &f->e);
     assert_int_not_equal(rc, ST_OK);

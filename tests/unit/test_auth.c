@@ -42,35 +42,21 @@
 
 typedef struct fx {
     int pg;
-    char dir[256];
-    char url[512];
-    char pg_db[64];
+    test_db db; /* dir (key files too), url */
     store *s;
     auth *a; /* default configuration */
     err e;
 } fx;
 
-static int pg_counter;
 
 static int setup_any(void **state, int pg) {
     fx *f = calloc(1, sizeof *f);
     if (!f) return -1;
     *state = f;
     f->pg = pg;
-    if (pg) {
-        snprintf(f->pg_db, sizeof f->pg_db, "concord_auth_%d_%d", (int)getpid(), ++pg_counter);
-        char sql[128];
-        snprintf(sql, sizeof sql, "CREATE DATABASE %s", f->pg_db);
-        if (!pg_admin_exec(sql)) return -1;
-        url_with_dbname(getenv("CONCORD_TEST_PG"), f->pg_db, f->url, sizeof f->url);
-    } else {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(f->dir, sizeof f->dir, "%s/concord-auth-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-        if (!mkdtemp(f->dir)) return -1;
-        snprintf(f->url, sizeof f->url, "%s/auth.db", f->dir);
-    }
-    if (store_open(f->url, 1, &f->s, &f->e) != ST_OK) {
-        print_error("store_open(%s): %s\n", f->url, f->e.msg);
+    if (test_db_create(&f->db, "auth", "auth.db", pg)) return -1;
+    if (store_open(f->db.url, 1, &f->s, &f->e) != ST_OK) {
+        print_error("store_open(%s): %s\n", f->db.url, f->e.msg);
         return -1;
     }
     if (auth_open(f->s, NULL, &f->a, &f->e) != ST_OK) {
@@ -92,20 +78,7 @@ static int teardown(void **state) {
     if (!f) return 0;
     auth_close(f->a);
     store_close(f->s);
-    if (f->pg_db[0]) {
-        char sql[128];
-        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->pg_db);
-        pg_admin_exec(sql);
-    }
-    if (f->dir[0]) {
-        char p[600];
-        const char *suffix[] = {"", "-wal", "-shm"};
-        for (int i = 0; i < 3; i++) {
-            snprintf(p, sizeof p, "%s/auth.db%s", f->dir, suffix[i]);
-            unlink(p);
-        }
-        rmdir(f->dir);
-    }
+    test_db_drop(&f->db);
     free(f);
     return 0;
 }

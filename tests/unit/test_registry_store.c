@@ -17,7 +17,6 @@
  * model version and run --rebuild picks up Patients written while the
  * registry was off.
  */
-#include <dirent.h>
 #include <libpq-fe.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -38,32 +37,18 @@
 
 typedef struct fx {
     int pg;
-    char dir[256];
-    char url[512];
-    char pg_db[64];
+    test_db db; /* dir (key files too), url */
     store *s;
     registry *r;
     err e;
 } fx;
 
-static int pg_counter;
 
 
 
 static int open_all(fx *f) {
-    if (f->pg) {
-        snprintf(f->pg_db, sizeof f->pg_db, "concord_regunit_%d_%d", (int)getpid(), ++pg_counter);
-        char sql[128];
-        snprintf(sql, sizeof sql, "CREATE DATABASE %s", f->pg_db);
-        if (!pg_admin_exec(sql)) return -1;
-        url_with_dbname(getenv("CONCORD_TEST_PG"), f->pg_db, f->url, sizeof f->url);
-    } else {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(f->dir, sizeof f->dir, "%s/concord-regunit-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-        if (!mkdtemp(f->dir)) return -1;
-        snprintf(f->url, sizeof f->url, "%s/db.sqlite", f->dir);
-    }
-    if (store_open(f->url, 1, &f->s, &f->e) != ST_OK) {
+    if (test_db_create(&f->db, "regunit", "db.sqlite", f->pg)) return -1;
+    if (store_open(f->db.url, 1, &f->s, &f->e) != ST_OK) {
         print_error("store_open: %s\n", f->e.msg);
         return -1;
     }
@@ -93,23 +78,7 @@ static int teardown(void **state) {
     if (!f) return 0;
     store_close(f->s);
     registry_close(f->r);
-    if (f->pg_db[0]) {
-        char sql[128];
-        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->pg_db);
-        pg_admin_exec(sql);
-    }
-    if (f->dir[0]) {
-        DIR *d = opendir(f->dir);
-        struct dirent *de;
-        while (d && (de = readdir(d))) {
-            if (de->d_name[0] == '.') continue;
-            char p[600];
-            snprintf(p, sizeof p, "%s/%s", f->dir, de->d_name);
-            unlink(p);
-        }
-        if (d) closedir(d);
-        rmdir(f->dir);
-    }
+    test_db_drop(&f->db);
     free(f);
     return 0;
 }
@@ -554,7 +523,7 @@ static void test_run_rebuild_links_what_was_written_without_the_registry(void **
     fx *f = *state;
     /* a second store handle on the same database, without the registry */
     store *plain = NULL;
-    assert_int_equal(store_open(f->url, 1, &plain, &f->e), ST_OK);
+    assert_int_equal(store_open(f->db.url, 1, &plain, &f->e), ST_OK);
     store_txn *tx = NULL;
     assert_int_equal(store_begin(plain, &tx, &f->e), ST_OK);
     json_t *p1 = patient("z1", "9434765919", "Smith", "John", "1970-01-02", "male", "W2 1NY");

@@ -10,7 +10,6 @@
  *
  * The code lists are read from the source tree's data/risk.
  */
-#include <dirent.h>
 #include <libpq-fe.h>
 #include <math.h>
 #include <setjmp.h>
@@ -591,43 +590,25 @@ static void test_model_file(void **state) {
 
 typedef struct fx {
     int pg;
-    char dir[256];
-    char url[512];
-    char pg_db[64];
+    test_db db; /* dir (key files too), url */
     store *s;
     risk_model *m;
     err e;
 } fx;
 
-static int pg_counter;
 
 
 static int setup_any(void **state, int pg) {
     fx *f = calloc(1, sizeof *f);
     *state = f;
     f->pg = pg;
-    if (pg) {
-        snprintf(f->pg_db, sizeof f->pg_db, "concord_risk_%d_%d", (int)getpid(), ++pg_counter);
-        char sql[128];
-        snprintf(sql, sizeof sql, "CREATE DATABASE %s", f->pg_db);
-        if (!pg_admin_exec(sql)) return -1;
-        const char *base = getenv("CONCORD_TEST_PG");
-        const char *host = strstr(base, "://") ? strstr(base, "://") + 3 : base;
-        const char *slash = strchr(host, '/');
-        size_t head = slash ? (size_t)(slash - base) : strlen(base);
-        snprintf(f->url, sizeof f->url, "%.*s/%s", (int)head, base, f->pg_db);
-    } else {
-        snprintf(f->dir, sizeof f->dir, "/tmp/concord-risk-XXXXXX");
-        if (!mkdtemp(f->dir)) return -1;
-        snprintf(f->url, sizeof f->url, "%s/risk.db", f->dir);
-    }
-    if (store_open(f->url, 1, &f->s, &f->e) != ST_OK || risk_install(f->s, &f->e) != ST_OK) {
+    if (test_db_create(&f->db, "risk", "risk.db", pg)) return -1;
+    if (store_open(f->db.url, 1, &f->s, &f->e) != ST_OK || risk_install(f->s, &f->e) != ST_OK) {
         print_error("open: %s\n", f->e.msg);
         return -1;
     }
     char path[600];
-    snprintf(path, sizeof path, "/tmp/concord-risk-model-%d-%d.json", (int)getpid(),
-             pg_counter + (pg ? 1000 : 0));
+    snprintf(path, sizeof path, "%s/model.json", f->db.dir);
     FILE *mf = fopen(path, "w");
     char *t = model_json();
     fputs(t, mf);
@@ -652,23 +633,7 @@ static int teardown(void **state) {
     if (!f) return 0;
     store_close(f->s);
     risk_model_free(f->m);
-    if (f->pg_db[0]) {
-        char sql[128];
-        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->pg_db);
-        pg_admin_exec(sql);
-    }
-    if (f->dir[0]) {
-        DIR *d = opendir(f->dir);
-        struct dirent *de;
-        while (d && (de = readdir(d))) {
-            if (de->d_name[0] == '.') continue;
-            char p[600];
-            snprintf(p, sizeof p, "%s/%s", f->dir, de->d_name);
-            unlink(p);
-        }
-        if (d) closedir(d);
-        rmdir(f->dir);
-    }
+    test_db_drop(&f->db);
     free(f);
     return 0;
 }
