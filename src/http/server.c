@@ -108,7 +108,8 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
 static void landing_page(http_server *h, buf *b, const acc_principal *who) {
     pthread_mutex_lock(&h->counts_lock);
     time_t now = time(NULL);
-    if (!h->counts_html || now - h->counts_at >= 10) {
+    int shows_counts = who && who->role != ROLE_PATIENT; /* landing.c shows them to no one else */
+    if (shows_counts && (!h->counts_html || now - h->counts_at >= 10)) {
         buf t = {0};
         store_count *counts = NULL;
         size_t n = 0;
