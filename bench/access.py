@@ -247,8 +247,11 @@ class Side:
             f.write("\n".join(self.obs_ids) + "\n")
         return out
 
-    def ro(self):
-        c = sqlite3.connect("file:%s?mode=ro" % self.db.path, uri=True, timeout=30)
+    def ro(self, audit=False):
+        """Read-only connection to the database, or (audit) to the access
+        log's own file beside it (docs/audit.md)."""
+        path = self.db.path + (".audit" if audit else "")
+        c = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=30)
         c.execute("PRAGMA busy_timeout = 30000")
         return c
 
@@ -262,7 +265,7 @@ class Side:
         last, since = -1, time.time()
         t0 = time.time()
         while True:
-            with self.ro() as c:
+            with self.ro(audit=True) as c:
                 n = c.execute("SELECT coalesce(max(seq), 0) FROM audit_log").fetchone()[0]
             now = time.time()
             if n != last:
@@ -274,11 +277,11 @@ class Side:
             time.sleep(0.1)
 
     def audit_now(self):
-        with self.ro() as c:
+        with self.ro(audit=True) as c:
             return c.execute("SELECT coalesce(max(seq), 0) FROM audit_log").fetchone()[0]
 
     def audit_count(self):
-        with self.ro() as c:
+        with self.ro(audit=True) as c:
             return c.execute("SELECT count(*), coalesce(max(seq), 0) FROM audit_log").fetchone()
 
     def stop(self):

@@ -11,6 +11,9 @@
  *   {NOROWID} SQLite WITHOUT ROWID clustering for the index tables
  *   {SEQKEY} a 64-bit primary key the program assigns (SQLite: the rowid
  *           itself, no separate index)
+ *   {AUDIT} the schema of the access log's tables (SQLite: "audit.", the
+ *           attached file of SQLITE_AUDIT_SUFFIX; PostgreSQL: none)
+ *   {SQ}...{/SQ}, {PG}...{/PG}  text for one backend only
  *
  * Layout (docs/storage.md explains it at length):
  *   resource          the current version of every resource, deleted or not
@@ -44,14 +47,16 @@
 static const char *const migrations[] = {
     /* 1: resources, history, search indexes */
     "CREATE TABLE patient_key (pkey {KEY}, patient_id {TEXT} NOT NULL UNIQUE);"
-    "CREATE TABLE search_param (param {KEY}, rtype {TEXT} NOT NULL, code {TEXT} NOT NULL, UNIQUE (rtype, code));"
+    "CREATE TABLE search_param (param {KEY}, rtype {TEXT} NOT NULL, code {TEXT} NOT NULL, UNIQUE (rtype, "
+    "code));"
     "CREATE TABLE resource (pkey BIGINT NOT NULL, rkey {KEY}, rtype {TEXT} NOT NULL, id {TEXT} NOT NULL,"
     " version BIGINT NOT NULL, updated BIGINT NOT NULL, deleted SMALLINT NOT NULL, body TEXT);"
     "CREATE UNIQUE INDEX resource_type_id ON resource (rtype, id);"
     "CREATE INDEX resource_patient ON resource (pkey, rtype);"
     "CREATE INDEX resource_updated ON resource (rtype, updated);"
     "CREATE TABLE resource_history (pkey BIGINT NOT NULL, rkey BIGINT NOT NULL, rtype {TEXT} NOT NULL,"
-    " id {TEXT} NOT NULL, version BIGINT NOT NULL, updated BIGINT NOT NULL, deleted SMALLINT NOT NULL, body TEXT,"
+    " id {TEXT} NOT NULL, version BIGINT NOT NULL, updated BIGINT NOT NULL, deleted SMALLINT NOT NULL, body "
+    "TEXT,"
     " PRIMARY KEY (rkey, version)){NOROWID};"
     "CREATE INDEX resource_history_updated ON resource_history (updated);"
     "CREATE TABLE idx_token (pkey BIGINT NOT NULL, rkey BIGINT NOT NULL, param INTEGER NOT NULL,"
@@ -71,10 +76,12 @@ static const char *const migrations[] = {
     "CREATE INDEX idx_ref_value ON idx_ref (param, target_id, target_type);"
     "CREATE INDEX idx_ref_patient ON idx_ref (pkey, param, target_id);"
     "CREATE TABLE idx_number (pkey BIGINT NOT NULL, rkey BIGINT NOT NULL, param INTEGER NOT NULL,"
-    " value {REAL} NOT NULL, lo {REAL} NOT NULL, hi {REAL} NOT NULL, PRIMARY KEY (rkey, param, value)){NOROWID};"
+    " value {REAL} NOT NULL, lo {REAL} NOT NULL, hi {REAL} NOT NULL, PRIMARY KEY (rkey, param, "
+    "value)){NOROWID};"
     "CREATE INDEX idx_number_value ON idx_number (param, value);"
     "CREATE TABLE idx_quantity (pkey BIGINT NOT NULL, rkey BIGINT NOT NULL, param INTEGER NOT NULL,"
-    " value {REAL} NOT NULL, lo {REAL} NOT NULL, hi {REAL} NOT NULL, system {TEXT} NOT NULL, code {TEXT} NOT NULL,"
+    " value {REAL} NOT NULL, lo {REAL} NOT NULL, hi {REAL} NOT NULL, system {TEXT} NOT NULL, code {TEXT} NOT "
+    "NULL,"
     " PRIMARY KEY (rkey, param, value, system, code)){NOROWID};",
 
     /* 2: every message and file record received by ingest, as received:
@@ -85,7 +92,8 @@ static const char *const migrations[] = {
     " channel {TEXT} NOT NULL, source {TEXT} NOT NULL, sender {TEXT} NOT NULL, control_id {TEXT} NOT NULL,"
     " message_type {TEXT} NOT NULL, status {TEXT} NOT NULL, ack TEXT, reason TEXT, location {TEXT},"
     " body TEXT NOT NULL);"
-    "CREATE UNIQUE INDEX ingest_message_delivered ON ingest_message (sender, control_id) WHERE status = 'stored';"
+    "CREATE UNIQUE INDEX ingest_message_delivered ON ingest_message (sender, control_id) WHERE status = "
+    "'stored';"
     "CREATE INDEX ingest_message_status ON ingest_message (status, msg_key);"
     "CREATE INDEX ingest_message_patient ON ingest_message (pkey);",
 
@@ -106,7 +114,8 @@ static const char *const migrations[] = {
     "CREATE INDEX import_job_status ON import_job (status, job_key);"
     "CREATE TABLE import_file (job_key BIGINT NOT NULL, file_no INTEGER NOT NULL, path {TEXT} NOT NULL,"
     " fingerprint {TEXT} NOT NULL, format {TEXT} NOT NULL, size BIGINT NOT NULL, bytes_done BIGINT NOT NULL,"
-    " lines_done BIGINT NOT NULL, stored BIGINT NOT NULL, quarantined BIGINT NOT NULL, status {TEXT} NOT NULL,"
+    " lines_done BIGINT NOT NULL, stored BIGINT NOT NULL, quarantined BIGINT NOT NULL, status {TEXT} NOT "
+    "NULL,"
     " message TEXT, PRIMARY KEY (job_key, file_no));"
     "CREATE INDEX import_file_fingerprint ON import_file (fingerprint);",
 
@@ -124,7 +133,8 @@ static const char *const migrations[] = {
     " given {TEXT} NOT NULL, birth_date {TEXT} NOT NULL, gender {TEXT} NOT NULL, postcode {TEXT} NOT NULL,"
     " address_line {TEXT} NOT NULL, local_ids {TEXT} NOT NULL, source {TEXT} NOT NULL);"
     "CREATE INDEX reg_source_person ON reg_source (person_key);"
-    "CREATE TABLE reg_block (bkey BIGINT NOT NULL, src_key BIGINT NOT NULL, PRIMARY KEY (bkey, src_key)){NOROWID};"
+    "CREATE TABLE reg_block (bkey BIGINT NOT NULL, src_key BIGINT NOT NULL, PRIMARY KEY (bkey, "
+    "src_key)){NOROWID};"
     "CREATE TABLE reg_tf (field SMALLINT NOT NULL, value {TEXT} NOT NULL, n BIGINT NOT NULL,"
     " PRIMARY KEY (field, value)){NOROWID};"
     "CREATE TABLE reg_review (review_key {KEY}, src_key BIGINT NOT NULL, other_key BIGINT NOT NULL,"
@@ -139,7 +149,8 @@ static const char *const migrations[] = {
     "CREATE INDEX reg_constraint_a ON reg_constraint (src_a);"
     "CREATE INDEX reg_constraint_b ON reg_constraint (src_b);"
     "CREATE INDEX reg_constraint_event ON reg_constraint (event_key);"
-    "CREATE TABLE reg_event (event_key {KEY}, at BIGINT NOT NULL, who {TEXT} NOT NULL, action {TEXT} NOT NULL,"
+    "CREATE TABLE reg_event (event_key {KEY}, at BIGINT NOT NULL, who {TEXT} NOT NULL, action {TEXT} NOT "
+    "NULL,"
     " person_key BIGINT, other_person BIGINT, src_key BIGINT, review_key BIGINT, detail TEXT, undo TEXT,"
     " undone_by BIGINT);"
     "CREATE INDEX reg_event_person ON reg_event (person_key);"
@@ -155,18 +166,21 @@ static const char *const migrations[] = {
      * IMD decile lookup. risk_fact, risk_score and risk_event lead with
      * the patient key (distributable by patient); the rest are small
      * reference tables. */
-    "CREATE TABLE risk_fact (pkey {KEY}, facts TEXT NOT NULL, dirty BIGINT NOT NULL, updated BIGINT NOT NULL);"
+    "CREATE TABLE risk_fact (pkey {KEY}, facts TEXT NOT NULL, dirty BIGINT NOT NULL, updated BIGINT NOT "
+    "NULL);"
     "CREATE INDEX risk_fact_dirty ON risk_fact (dirty) WHERE dirty > 0;"
     "CREATE TABLE risk_score (pkey {KEY}, patient_id {TEXT} NOT NULL, practice {TEXT} NOT NULL,"
     " mdg {TEXT} NOT NULL, age INTEGER, sex {TEXT}, status {TEXT} NOT NULL, reason TEXT, probability {REAL},"
     " tier {TEXT}, efi {REAL}, efi_band {TEXT}, hfrs {REAL}, hfrs_band {TEXT}, charlson INTEGER,"
-    " charlson2011 INTEGER, lace INTEGER, lace_band {TEXT}, diabetes SMALLINT NOT NULL, care_plan SMALLINT NOT NULL,"
+    " charlson2011 INTEGER, lace INTEGER, lace_band {TEXT}, diabetes SMALLINT NOT NULL, care_plan SMALLINT "
+    "NOT NULL,"
     " last_review BIGINT, model {TEXT}, as_of BIGINT NOT NULL, scored BIGINT NOT NULL,"
     " fingerprint BIGINT NOT NULL, factors TEXT);"
     "CREATE INDEX risk_score_practice ON risk_score (practice, probability);"
     "CREATE INDEX risk_score_mdg ON risk_score (mdg, probability);"
     "CREATE INDEX risk_score_probability ON risk_score (probability);"
-    "CREATE TABLE risk_event (pkey BIGINT NOT NULL, event_key {KEY}, at BIGINT NOT NULL, kind {TEXT} NOT NULL,"
+    "CREATE TABLE risk_event (pkey BIGINT NOT NULL, event_key {KEY}, at BIGINT NOT NULL, kind {TEXT} NOT "
+    "NULL,"
     " from_tier {TEXT}, to_tier {TEXT}, probability {REAL}, model {TEXT}, run BIGINT, detail TEXT);"
     "CREATE INDEX risk_event_patient ON risk_event (pkey);"
     "CREATE TABLE risk_model (version {TEXT} PRIMARY KEY, created BIGINT NOT NULL, active SMALLINT NOT NULL,"
@@ -200,7 +214,8 @@ static const char *const migrations[] = {
     " last_used BIGINT NOT NULL);"
     "CREATE INDEX acc_token_user ON acc_token (user_key);"
     "CREATE TABLE acc_session (hash {TEXT} PRIMARY KEY, user_key BIGINT NOT NULL, csrf {TEXT} NOT NULL,"
-    " created BIGINT NOT NULL, expires BIGINT NOT NULL, idle_expires BIGINT NOT NULL, revoked BIGINT NOT NULL,"
+    " created BIGINT NOT NULL, expires BIGINT NOT NULL, idle_expires BIGINT NOT NULL, revoked BIGINT NOT "
+    "NULL,"
     " addr {TEXT} NOT NULL);"
     "CREATE INDEX acc_session_user ON acc_session (user_key);"
     "CREATE TABLE acc_throttle (subject {TEXT} PRIMARY KEY, failures INTEGER NOT NULL, first BIGINT NOT NULL,"
@@ -213,7 +228,8 @@ static const char *const migrations[] = {
     "CREATE INDEX acc_rel_src ON acc_rel (src_rkey);"
     "CREATE INDEX acc_rel_org ON acc_rel (org, pkey);"
     "CREATE INDEX acc_rel_who ON acc_rel (who, pkey);"
-    "CREATE TABLE acc_consent (pkey BIGINT NOT NULL, src_rkey BIGINT NOT NULL PRIMARY KEY, org {TEXT} NOT NULL,"
+    "CREATE TABLE acc_consent (pkey BIGINT NOT NULL, src_rkey BIGINT NOT NULL PRIMARY KEY, org {TEXT} NOT "
+    "NULL,"
     " since BIGINT NOT NULL);"
     "CREATE INDEX acc_consent_patient ON acc_consent (pkey);"
     "CREATE TABLE acc_glass (glass_key {KEY}, user_key BIGINT NOT NULL, user_name {TEXT} NOT NULL,"
@@ -240,17 +256,55 @@ static const char *const migrations[] = {
     " request TEXT NOT NULL, prev {TEXT} NOT NULL, hash {TEXT} NOT NULL);"
     "INSERT INTO audit_log_v8 (seq, at, user_name, role, org, action, outcome, status, rtype, rid, pkey,"
     " patient_id, purpose, reason, source, request, prev, hash) SELECT seq, at, user_name, role, org, action,"
-    " outcome, status, rtype, rid, pkey, patient_id, purpose, reason, source, request, prev, hash FROM audit_log;"
+    " outcome, status, rtype, rid, pkey, patient_id, purpose, reason, source, request, prev, hash FROM "
+    "audit_log;"
     "DROP TABLE audit_log;"
     "ALTER TABLE audit_log_v8 RENAME TO audit_log;"
     "CREATE INDEX audit_log_patient ON audit_log (pkey, seq);"
     "CREATE INDEX audit_log_user ON audit_log (user_name, seq);"
-    "CREATE INDEX audit_log_at ON audit_log (at);"
+    "CREATE INDEX audit_log_at ON audit_log (at);",
+    /* 9: SQLite keeps the access log in its own file (store_int.h,
+     * SQLITE_AUDIT_SUFFIX): move_audit_sqlite has copied the tables there,
+     * in a transaction of their own, before this step removes them */
+    "{SQ}DROP TABLE main.audit_log; DROP TABLE main.audit_anchor;{/SQ}{PG}SELECT 1{/PG}",
+    /* 10: the access log's patient and user indexes lead with the block of
+     * 65,536 events (seq >> 16). Keyed by patient alone, every event landed
+     * on a random page of a large index and each commit rewrote thousands
+     * of pages; within the current block the pages written stay few. A
+     * query walks the blocks (audit.c, audit_query): one probe each */
+    "DROP INDEX {AUDIT}audit_log_patient;"
+    "DROP INDEX {AUDIT}audit_log_user;"
+    "CREATE INDEX {AUDIT}audit_log_block_patient ON audit_log ((seq >> 16), pkey, seq);"
+    "CREATE INDEX {AUDIT}audit_log_block_user ON audit_log ((seq >> 16), user_name, seq);",
 };
+
+/* The access log's tables as they are in the audit file: the schema of
+ * migrations 7 and 8. */
+#define AUDIT_LOG_COLS                                                                                       \
+    "seq, at, user_name, role, org, action, outcome, status, rtype, rid, pkey, patient_id, purpose, "        \
+    "reason, "                                                                                               \
+    "source, request, prev, hash"
+static const char move_audit_sql[] =
+    "CREATE TABLE IF NOT EXISTS audit.audit_log (seq INTEGER PRIMARY KEY, at BIGINT NOT NULL,"
+    " user_name TEXT NOT NULL, role TEXT NOT NULL, org TEXT NOT NULL, action TEXT NOT NULL,"
+    " outcome TEXT NOT NULL, status INTEGER NOT NULL, rtype TEXT NOT NULL, rid TEXT NOT NULL,"
+    " pkey BIGINT NOT NULL, patient_id TEXT NOT NULL, purpose TEXT NOT NULL, reason TEXT NOT NULL,"
+    " source TEXT NOT NULL, request TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS audit.audit_log_patient ON audit_log (pkey, seq);"
+    "CREATE INDEX IF NOT EXISTS audit.audit_log_user ON audit_log (user_name, seq);"
+    "CREATE INDEX IF NOT EXISTS audit.audit_log_at ON audit_log (at);"
+    "CREATE TABLE IF NOT EXISTS audit.audit_anchor (id SMALLINT PRIMARY KEY, seq BIGINT NOT NULL,"
+    " hash TEXT NOT NULL, key_id TEXT NOT NULL, updated BIGINT NOT NULL);"
+    "INSERT INTO audit.audit_log (" AUDIT_LOG_COLS ") SELECT " AUDIT_LOG_COLS
+    " FROM main.audit_log WHERE true ON CONFLICT DO NOTHING;"
+    "INSERT INTO audit.audit_anchor (id, seq, hash, key_id, updated) SELECT id, seq, hash, key_id, updated"
+    " FROM main.audit_anchor WHERE true ON CONFLICT DO NOTHING;";
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
-int store_schema_version(void) { return N_MIGRATIONS; }
+int store_schema_version(void) {
+    return N_MIGRATIONS;
+}
 
 static void expand(buf *out, const char *sql, int pg) {
     static const struct {
@@ -261,9 +315,25 @@ static void expand(buf *out, const char *sql, int pg) {
         {"{REAL}", "REAL", "DOUBLE PRECISION"},
         {"{NOROWID}", " WITHOUT ROWID", ""},
         {"{SEQKEY}", "INTEGER PRIMARY KEY", "BIGINT PRIMARY KEY"}, /* a key the program assigns */
+        {"{AUDIT}", "audit.", ""}, /* the access log's schema (SQLite: its own file) */
     };
+    /* {SQ}...{/SQ}: SQLite only; {PG}...{/PG}: PostgreSQL only */
+    static const struct {
+        const char *open, *close;
+        int keep_pg;
+    } only[] = {{"{SQ}", "{/SQ}", 0}, {"{PG}", "{/PG}", 1}};
     for (const char *p = sql; *p;) {
         int matched = 0;
+        for (size_t i = 0; *p == '{' && !matched && i < sizeof only / sizeof only[0]; i++) {
+            size_t n = strlen(only[i].open);
+            if (strncmp(p, only[i].open, n) != 0) continue;
+            const char *end = strstr(p + n, only[i].close);
+            if (!end) break;
+            if (only[i].keep_pg == pg) buf_append(out, p + n, (size_t)(end - (p + n)));
+            p = end + strlen(only[i].close);
+            matched = 1;
+        }
+        if (matched) continue;
         if (*p == '{') {
             for (size_t i = 0; i < sizeof tokens / sizeof tokens[0]; i++) {
                 size_t n = strlen(tokens[i].token);
@@ -284,7 +354,8 @@ int schema_current_version(store *s, db *d) {
     db_stmt *st = NULL;
     int v = -1;
     err e;
-    if (drv->prepare(d, "SELECT COALESCE(MAX(version), 0) FROM concord_schema", 0, &st, &e) != ST_OK) return 0;
+    if (drv->prepare(d, "SELECT COALESCE(MAX(version), 0) FROM concord_schema", 0, &st, &e) != ST_OK)
+        return 0;
     if (drv->step(st, &e) == 1) v = (int)drv->col_int(st, 0);
     drv->done(st);
     return v;
@@ -294,13 +365,13 @@ status schema_migrate(store *s, db *d, int *applied, int *version, err *e) {
     const db_driver *drv = s->drv;
     int pg = drv == &db_pg_driver;
     status rc = ST_OK;
-    int n = 0;
+    int n = 0, moved_audit = 0;
     buf sql = {0};
     if (applied) *applied = 0;
 
-    rc = drv->exec(d,
-                   "CREATE TABLE IF NOT EXISTS concord_schema (version INTEGER PRIMARY KEY, applied BIGINT NOT NULL)",
-                   e);
+    rc = drv->exec(
+        d, "CREATE TABLE IF NOT EXISTS concord_schema (version INTEGER PRIMARY KEY, applied BIGINT NOT NULL)",
+        e);
     if (rc != ST_OK) goto out;
     for (;;) {
         rc = drv->begin(d, e);
@@ -325,6 +396,17 @@ status schema_migrate(store *s, db *d, int *applied, int *version, err *e) {
             drv->rollback(d);
             if (version) *version = cur;
             break;
+        }
+        if (!pg && cur == 8 && !moved_audit) {
+            /* before step 9: the access log into its own file, committed
+             * alone. A transaction across two WAL files is not atomic, so
+             * the step that drops the old tables comes only after this one
+             * is durable; repeated after a crash, it copies nothing twice */
+            rc = drv->exec(d, move_audit_sql, e);
+            if (rc == ST_OK) rc = drv->commit(d, e);
+            if (rc != ST_OK) goto fail;
+            moved_audit = 1;
+            continue;
         }
         buf_reset(&sql);
         expand(&sql, migrations[cur], pg);

@@ -66,7 +66,9 @@ db *store_db(store *s, err *e) {
     return d;
 }
 
-const char *store_backend(const store *s) { return s->drv->name; }
+const char *store_backend(const store *s) {
+    return s->drv->name;
+}
 
 /* ---- search parameter ids -------------------------------------------- */
 
@@ -88,7 +90,8 @@ static status load_param_ids(store *s, db *d, err *e) {
         while ((r = drv->step(st, e)) == 1) {
             const char *rtype = drv->col_text(st, 1, NULL), *code = drv->col_text(st, 2, NULL);
             const fhir_search_param *sp = fhir_search_param_find(rtype, code);
-            if (sp && strcmp(sp->resource, rtype) == 0) s->param_ids[sp - fhir_search_params] = (int)drv->col_int(st, 0);
+            if (sp && strcmp(sp->resource, rtype) == 0)
+                s->param_ids[sp - fhir_search_params] = (int)drv->col_int(st, 0);
         }
         drv->done(st);
         if (r < 0) return ST_IO;
@@ -102,20 +105,23 @@ static status load_param_ids(store *s, db *d, err *e) {
         for (size_t i = 0; rc == ST_OK && i < fhir_n_search_params; i++) {
             const fhir_search_param *sp = &fhir_search_params[i];
             if (!param_indexed(sp) || s->param_ids[i]) continue;
-            rc = drv->prepare(d, "INSERT INTO search_param (rtype, code) VALUES (?, ?) ON CONFLICT DO NOTHING", 1,
-                              &st, e);
+            rc = drv->prepare(
+                d, "INSERT INTO search_param (rtype, code) VALUES (?, ?) ON CONFLICT DO NOTHING", 1, &st, e);
             if (rc != ST_OK) break;
             drv->bind_text(st, 1, sp->resource, -1);
             drv->bind_text(st, 2, sp->code, -1);
             if (drv->step(st, e) < 0) rc = ST_IO;
             drv->done(st);
         }
-        if (rc == ST_OK) rc = drv->commit(d, e);
-        else drv->rollback(d);
+        if (rc == ST_OK)
+            rc = drv->commit(d, e);
+        else
+            drv->rollback(d);
         if (drv->serial_writes) pthread_mutex_unlock(&s->write_lock);
         if (rc != ST_OK) return rc;
     }
-    if (missing) return err_set(e, ST_IO, "exception", NULL, "could not register %d search parameters", missing);
+    if (missing)
+        return err_set(e, ST_IO, "exception", NULL, "could not register %d search parameters", missing);
     /* $everything's second query: resources that name the patient through
      * any Patient-compartment parameter, not only the one that set their
      * patient key (a Group with the patient among its members...) */
@@ -144,22 +150,27 @@ static status load_param_ids(store *s, db *d, err *e) {
     return ST_OK;
 }
 
-int64_t store_param_id(store *s, const fhir_search_param *sp) { return s->param_ids[sp - fhir_search_params]; }
+int64_t store_param_id(store *s, const fhir_search_param *sp) {
+    return s->param_ids[sp - fhir_search_params];
+}
 
 /* ---- open / close ---------------------------------------------------- */
 
 status store_open(const char *url, int migrate, store **out, err *e) {
     status rc = ST_OK;
     *out = NULL;
-    if (sodium_init() < 0) return err_set(e, ST_INTERNAL, "exception", NULL, "libsodium failed to initialise");
+    if (sodium_init() < 0)
+        return err_set(e, ST_INTERNAL, "exception", NULL, "libsodium failed to initialise");
     store *s = calloc(1, sizeof *s);
     if (!s) return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
     if (!url || !*url) url = STORE_DEFAULT_DB;
     s->url = strdup(url);
-    s->drv = (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0) ? &db_pg_driver
-                                                                                               : &db_sqlite_driver;
+    s->drv = (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0)
+                 ? &db_pg_driver
+                 : &db_sqlite_driver;
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->write_lock, NULL);
+    pthread_mutex_init(&s->audit_lock, NULL);
     pthread_key_create(&s->conn_key, conn_release);
     db *d = store_db(s, e);
     if (!d) {
@@ -175,8 +186,8 @@ status store_open(const char *url, int migrate, store **out, err *e) {
         int v = schema_current_version(s, d);
         if (v != store_schema_version()) {
             rc = err_set(e, ST_IO, "exception", NULL,
-                         "database schema is at version %d, this concord needs %d: run `concord migrate`", v < 0 ? 0 : v,
-                         store_schema_version());
+                         "database schema is at version %d, this concord needs %d: run `concord migrate`",
+                         v < 0 ? 0 : v, store_schema_version());
             goto out;
         }
     }
@@ -218,9 +229,11 @@ void store_close(store *s) {
         l = n;
     }
     if (s->writer) s->drv->disconnect(s->writer);
+    if (s->audit_writer) s->drv->disconnect(s->audit_writer);
     pthread_key_delete(s->conn_key);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->write_lock);
+    pthread_mutex_destroy(&s->audit_lock);
     free(s->param_ids);
     free(s->everything_refs_sql);
     free(s->url);
@@ -271,8 +284,33 @@ status store_begin_keeping_access(store *s, store_txn **out, err *e) {
     return rc;
 }
 
+status store_begin_audit(store *s, store_txn **out, err *e) {
+    if (!s->drv->connect_audit) return store_begin_keeping_access(s, out, e);
+    *out = NULL;
+    store_txn *tx = calloc(1, sizeof *tx);
+    if (!tx) return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
+    tx->s = s;
+    tx->keeps_access = 1;
+    tx->audit = 1;
+    pthread_mutex_lock(&s->audit_lock);
+    status rc = ST_OK;
+    if (!s->audit_writer) rc = s->drv->connect_audit(s, &s->audit_writer, e);
+    if (rc == ST_OK) rc = s->drv->begin(s->audit_writer, e);
+    if (rc != ST_OK) {
+        pthread_mutex_unlock(&s->audit_lock);
+        free(tx);
+        return rc;
+    }
+    tx->d = s->audit_writer;
+    *out = tx;
+    return ST_OK;
+}
+
 static void txn_free(store_txn *tx) {
-    if (tx->s->drv->serial_writes) pthread_mutex_unlock(&tx->s->write_lock);
+    if (tx->audit)
+        pthread_mutex_unlock(&tx->s->audit_lock);
+    else if (tx->s->drv->serial_writes)
+        pthread_mutex_unlock(&tx->s->write_lock);
     arena_free(&tx->a);
     free(tx);
 }
@@ -280,11 +318,15 @@ static void txn_free(store_txn *tx) {
 status store_commit(store_txn *tx, err *e) {
     store *s = tx->s;
     status rc = s->drv->commit(tx->d, e);
-    if (rc != ST_OK) s->drv->rollback(tx->d);
-    else if (!tx->keeps_access) atomic_fetch_add(&s->access_gen, 1); /* after the commit: see store_scope.c */
-    else if (s->drv->serial_writes && s->drv->maintenance && ++s->commits % STORE_MAINTENANCE_COMMITS == 1) {
+    if (rc != ST_OK)
+        s->drv->rollback(tx->d);
+    else if (!tx->keeps_access)
+        atomic_fetch_add(&s->access_gen, 1); /* after the commit: see store_scope.c */
+    else if (!tx->audit && s->drv->serial_writes && s->drv->maintenance &&
+             ++s->commits % STORE_MAINTENANCE_COMMITS == 1) {
         err me; /* still under write_lock; a failure here costs only plan quality */
-        if (s->drv->exec(tx->d, s->drv->maintenance, &me) != ST_OK) log_warn("store: maintenance: %s", me.msg);
+        if (s->drv->exec(tx->d, s->drv->maintenance, &me) != ST_OK)
+            log_warn("store: maintenance: %s", me.msg);
     }
     txn_free(tx);
     return rc;
@@ -296,8 +338,12 @@ void store_rollback(store_txn *tx) {
     txn_free(tx);
 }
 
-status store_savepoint(store_txn *tx, err *e) { return tx->s->drv->exec(tx->d, "SAVEPOINT item", e); }
-status store_savepoint_release(store_txn *tx, err *e) { return tx->s->drv->exec(tx->d, "RELEASE SAVEPOINT item", e); }
+status store_savepoint(store_txn *tx, err *e) {
+    return tx->s->drv->exec(tx->d, "SAVEPOINT item", e);
+}
+status store_savepoint_release(store_txn *tx, err *e) {
+    return tx->s->drv->exec(tx->d, "RELEASE SAVEPOINT item", e);
+}
 void store_savepoint_rollback(store_txn *tx) {
     err e;
     if (tx->s->drv->exec(tx->d, "ROLLBACK TO SAVEPOINT item", &e) == ST_OK)
@@ -330,7 +376,8 @@ void store_new_id(char out[37]) {
     unsigned char r[16];
     randombytes_buf(r, sizeof r);
     uint64_t ms = (uint64_t)(fhir_now_usec() / 1000);
-    for (int i = 0; i < 6; i++) r[i] = (unsigned char)(ms >> (40 - 8 * i));
+    for (int i = 0; i < 6; i++)
+        r[i] = (unsigned char)(ms >> (40 - 8 * i));
     r[6] = (r[6] & 0x0f) | 0x70; /* version 7 */
     r[8] = (r[8] & 0x3f) | 0x80; /* variant 10 */
     static const char hex[] = "0123456789abcdef";
@@ -358,13 +405,16 @@ status store_patient_key(store *s, db *d, const char *patient_id, int create, in
         drv->done(st);
         if (r < 0) return ST_IO;
         if (*pkey || !create) break;
-        static const char ins[] = "INSERT INTO patient_key (patient_id) VALUES (?) ON CONFLICT DO NOTHING RETURNING pkey";
+        static const char ins[] =
+            "INSERT INTO patient_key (patient_id) VALUES (?) ON CONFLICT DO NOTHING RETURNING pkey";
         rc = drv->prepare(d, ins, 1, &st, e);
         if (rc != ST_OK) return rc;
         drv->bind_text(st, 1, patient_id, -1);
         r = drv->step(st, e);
         if (r == 1) *pkey = drv->col_int(st, 0);
-        if (r == 1) while (drv->step(st, e) == 1) {}
+        if (r == 1)
+            while (drv->step(st, e) == 1) {
+            }
         drv->done(st);
         if (r < 0) return ST_IO;
     }
@@ -399,7 +449,8 @@ static status load_current(store_txn *tx, const char *type, const char *id, curr
     const db_driver *drv = tx->s->drv;
     static const char sql_lock[] =
         "SELECT rkey, version, deleted, pkey, updated FROM resource WHERE rtype = ? AND id = ? FOR UPDATE";
-    static const char sql_plain[] = "SELECT rkey, version, deleted, pkey, updated FROM resource WHERE rtype = ? AND id = ?";
+    static const char sql_plain[] =
+        "SELECT rkey, version, deleted, pkey, updated FROM resource WHERE rtype = ? AND id = ?";
     db_stmt *st = NULL;
     memset(cur, 0, sizeof *cur);
     status rc = drv->prepare(tx->d, drv->for_update[0] ? sql_lock : sql_plain, 1, &st, e);
@@ -431,9 +482,10 @@ static status exec_rkey(store_txn *tx, const char *sql, int64_t rkey, err *e) {
 }
 
 static status archive_current(store_txn *tx, int64_t rkey, err *e) {
-    static const char sql[] = "INSERT INTO resource_history (pkey, rkey, rtype, id, version, updated, deleted, body)"
-                              " SELECT pkey, rkey, rtype, id, version, updated, deleted, body FROM resource"
-                              " WHERE rkey = ?";
+    static const char sql[] =
+        "INSERT INTO resource_history (pkey, rkey, rtype, id, version, updated, deleted, body)"
+        " SELECT pkey, rkey, rtype, id, version, updated, deleted, body FROM resource"
+        " WHERE rkey = ?";
     return exec_rkey(tx, sql, rkey, e);
 }
 
@@ -450,21 +502,24 @@ static status clear_index(store_txn *tx, int64_t rkey, err *e) {
     return ST_OK;
 }
 
-static const char *nz(const char *s) { return s ? s : ""; }
+static const char *nz(const char *s) {
+    return s ? s : "";
+}
 
 static status write_index(store_txn *tx, int64_t pkey, int64_t rkey, const idx_rows *rows, err *e) {
-    static const char sql_token[] =
-        "INSERT INTO idx_token (pkey, rkey, param, system, code) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
-    static const char sql_string[] =
-        "INSERT INTO idx_string (pkey, rkey, param, norm, exact) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
+    static const char sql_token[] = "INSERT INTO idx_token (pkey, rkey, param, system, code) VALUES (?, ?, "
+                                    "?, ?, ?) ON CONFLICT DO NOTHING";
+    static const char sql_string[] = "INSERT INTO idx_string (pkey, rkey, param, norm, exact) VALUES (?, ?, "
+                                     "?, ?, ?) ON CONFLICT DO NOTHING";
     static const char sql_date[] =
         "INSERT INTO idx_date (pkey, rkey, param, lo, hi) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
     static const char sql_ref[] = "INSERT INTO idx_ref (pkey, rkey, param, target_type, target_id, url)"
                                   " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
-    static const char sql_number[] =
-        "INSERT INTO idx_number (pkey, rkey, param, value, lo, hi) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
-    static const char sql_quantity[] = "INSERT INTO idx_quantity (pkey, rkey, param, value, lo, hi, system, code)"
-                                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
+    static const char sql_number[] = "INSERT INTO idx_number (pkey, rkey, param, value, lo, hi) VALUES (?, "
+                                     "?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
+    static const char sql_quantity[] =
+        "INSERT INTO idx_quantity (pkey, rkey, param, value, lo, hi, system, code)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
     const db_driver *drv = tx->s->drv;
     for (size_t i = 0; i < rows->n; i++) {
         const idx_row *r = &rows->v[i];
@@ -529,10 +584,13 @@ static status write_index(store_txn *tx, int64_t pkey, int64_t rkey, const idx_r
  * the rest is serialised, and the text is spliced — then they are put back
  * (member order inside the json_t does not matter after this). Returns
  * malloc'd text or NULL. */
-static char *stamp_and_serialise(json_t *res, const char *type, const char *id, int64_t version, int64_t usec) {
+static char *stamp_and_serialise(json_t *res, const char *type, const char *id, int64_t version,
+                                 int64_t usec) {
     json_t *meta = json_object_get(res, "meta");
-    if (json_is_object(meta)) json_incref(meta);
-    else meta = json_object();
+    if (json_is_object(meta))
+        json_incref(meta);
+    else
+        meta = json_object();
     char tmp[32];
     snprintf(tmp, sizeof tmp, "%lld", (long long)version);
     json_object_set_new(meta, "versionId", json_string(tmp));
@@ -563,7 +621,8 @@ static char *stamp_and_serialise(json_t *res, const char *type, const char *id, 
 }
 
 status store_add_write_hook(store *s, const char *type, store_write_hook fn, void *ctx, err *e) {
-    if (s->nhooks == STORE_MAX_HOOKS) return err_set(e, ST_INVALID, "exception", NULL, "too many store write hooks");
+    if (s->nhooks == STORE_MAX_HOOKS)
+        return err_set(e, ST_INVALID, "exception", NULL, "too many store write hooks");
     s->hooks[s->nhooks].type = type;
     s->hooks[s->nhooks].fn = fn;
     s->hooks[s->nhooks].ctx = ctx;
@@ -571,7 +630,9 @@ status store_add_write_hook(store *s, const char *type, store_write_hook fn, voi
     return ST_OK;
 }
 
-store *store_txn_store(store_txn *tx) { return tx->s; }
+store *store_txn_store(store_txn *tx) {
+    return tx->s;
+}
 
 static status run_hooks(store_txn *tx, const store_write_event *ev, err *e) {
     store *s = tx->s;
@@ -589,8 +650,9 @@ static status run_hooks(store_txn *tx, const store_write_event *ev, err *e) {
 static int insert_first_version(store_txn *tx, int64_t pkey, const char *type, const char *id, int64_t now,
                                 const char *body, const store_label *lab, int64_t *rkey, err *e) {
     const db_driver *drv = tx->s->drv;
-    static const char ins[] = "INSERT INTO resource (pkey, rtype, id, version, updated, deleted, body, org, sens)"
-                              " VALUES (?, ?, ?, 1, ?, 0, ?, ?, ?) ON CONFLICT (rtype, id) DO NOTHING RETURNING rkey";
+    static const char ins[] =
+        "INSERT INTO resource (pkey, rtype, id, version, updated, deleted, body, org, sens)"
+        " VALUES (?, ?, ?, 1, ?, 0, ?, ?, ?) ON CONFLICT (rtype, id) DO NOTHING RETURNING rkey";
     db_stmt *st = NULL;
     if (drv->prepare(tx->d, ins, 1, &st, e) != ST_OK) return -1;
     drv->bind_int(st, 1, pkey);
@@ -603,7 +665,8 @@ static int insert_first_version(store_txn *tx, int64_t pkey, const char *type, c
     int r = drv->step(st, e);
     if (r == 1) {
         *rkey = drv->col_int(st, 0);
-        while (drv->step(st, e) == 1) {}
+        while (drv->step(st, e) == 1) {
+        }
     }
     drv->done(st);
     return r;
@@ -651,11 +714,15 @@ void store_label_default(const char *type, json_t *res, store_label *out) {
 }
 
 static void label_resource(const char *type, json_t *res, store_label *out) {
-    if (labeller) labeller(labeller_ctx, type, res, out);
-    else store_label_default(type, res, out);
+    if (labeller)
+        labeller(labeller_ctx, type, res, out);
+    else
+        store_label_default(type, res, out);
 }
 
-void store_label_of(const char *type, json_t *res, store_label *out) { label_resource(type, res, out); }
+void store_label_of(const char *type, json_t *res, store_label *out) {
+    label_resource(type, res, out);
+}
 
 static status put_impl(store_txn *tx, json_t *res, const char *id, int64_t if_match, int create_only,
                        store_prep *prep, store_meta *out, int *created, char **body_out, err *e) {
@@ -721,9 +788,10 @@ retry:
         goto out;
     }
     if (if_match > 0 && (!cur.exists || cur.deleted || cur.version != if_match)) {
-        rc = err_set(e, ST_PRECONDITION, "conflict", NULL,
-                     "If-Match version %lld does not match the current version %lld of %s/%s", (long long)if_match,
-                     (long long)(cur.exists && !cur.deleted ? cur.version : 0), type, id);
+        rc =
+            err_set(e, ST_PRECONDITION, "conflict", NULL,
+                    "If-Match version %lld does not match the current version %lld of %s/%s",
+                    (long long)if_match, (long long)(cur.exists && !cur.deleted ? cur.version : 0), type, id);
         goto out;
     }
     int64_t version = cur.exists ? cur.version + 1 : 1;
@@ -815,8 +883,8 @@ out:
     return rc;
 }
 
-status store_put(store_txn *tx, json_t *res, const char *id, int64_t if_match, int create_only, store_meta *out,
-                 int *created, char **body_out, err *e) {
+status store_put(store_txn *tx, json_t *res, const char *id, int64_t if_match, int create_only,
+                 store_meta *out, int *created, char **body_out, err *e) {
     return put_impl(tx, res, id, if_match, create_only, NULL, out, created, body_out, e);
 }
 
@@ -824,13 +892,16 @@ status store_prepare(json_t *res, const char *id, store_prep **out, err *e) {
     *out = NULL;
     const fhir_type *rt = fhir_resource_type(json_string_value(json_object_get(res, "resourceType")));
     if (!rt) return err_set(e, ST_INVALID, "invalid", "resourceType", "unknown resource type");
-    if (id && strlen(id) > 64) return err_set(e, ST_INVALID, "value", "id", "id is longer than 64 characters");
+    if (id && strlen(id) > 64)
+        return err_set(e, ST_INVALID, "value", "id", "id is longer than 64 characters");
     store_prep *p = calloc(1, sizeof *p);
     if (!p) return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
     p->res = res;
     p->rt = rt;
-    if (id) snprintf(p->id, sizeof p->id, "%s", id);
-    else store_new_id(p->id);
+    if (id)
+        snprintf(p->id, sizeof p->id, "%s", id);
+    else
+        store_new_id(p->id);
     p->now = next_stamp();
     p->body = stamp_and_serialise(res, rt->name, p->id, 1, p->now);
     if (!p->body) {
@@ -845,7 +916,9 @@ status store_prepare(json_t *res, const char *id, store_prep **out, err *e) {
     return ST_OK;
 }
 
-const char *store_prep_id(const store_prep *p) { return p->id; }
+const char *store_prep_id(const store_prep *p) {
+    return p->id;
+}
 
 status store_put_prepared(store_txn *tx, store_prep *p, int create_only, store_meta *out, int *created,
                           char **body_out, err *e) {
@@ -872,7 +945,8 @@ status store_delete(store_txn *tx, const char *type, const char *id, store_meta 
     if (rc == ST_OK) rc = clear_index(tx, cur.rkey, e);
     if (rc != ST_OK) return rc;
     int64_t now = next_stamp();
-    static const char upd[] = "UPDATE resource SET version = ?, updated = ?, deleted = 1, body = NULL WHERE rkey = ?";
+    static const char upd[] =
+        "UPDATE resource SET version = ?, updated = ?, deleted = 1, body = NULL WHERE rkey = ?";
     rc = drv->prepare(tx->d, upd, 1, &st, e);
     if (rc != ST_OK) return rc;
     drv->bind_int(st, 1, cur.version + 1);
@@ -897,8 +971,8 @@ static status read_on(store *s, db *d, const char *type, const char *id, int64_t
     const db_driver *drv = s->drv;
     db_stmt *st = NULL;
     status rc = ST_OK;
-    static const char cur_sql[] =
-        "SELECT rkey, version, updated, deleted, body, pkey, org, sens FROM resource WHERE rtype = ? AND id = ?";
+    static const char cur_sql[] = "SELECT rkey, version, updated, deleted, body, pkey, org, sens FROM "
+                                  "resource WHERE rtype = ? AND id = ?";
     memset(meta, 0, sizeof *meta);
     snprintf(meta->type, sizeof meta->type, "%s", type);
     snprintf(meta->id, sizeof meta->id, "%s", id);
@@ -933,7 +1007,8 @@ static status read_on(store *s, db *d, const char *type, const char *id, int64_t
     }
     drv->done(st);
     if (version > meta->version || version < 1)
-        return err_set(e, ST_NOT_FOUND, "not-found", NULL, "%s/%s has no version %lld", type, id, (long long)version);
+        return err_set(e, ST_NOT_FOUND, "not-found", NULL, "%s/%s has no version %lld", type, id,
+                       (long long)version);
     static const char hist_sql[] = "SELECT version, updated, deleted, body FROM resource_history"
                                    " WHERE rkey = ? AND version = ?";
     rc = drv->prepare(d, hist_sql, 1, &st, e);
@@ -952,13 +1027,16 @@ static status read_on(store *s, db *d, const char *type, const char *id, int64_t
     drv->done(st);
     if (r < 0) return ST_IO;
     if (r == 0)
-        return err_set(e, ST_NOT_FOUND, "not-found", NULL, "%s/%s has no version %lld", type, id, (long long)version);
+        return err_set(e, ST_NOT_FOUND, "not-found", NULL, "%s/%s has no version %lld", type, id,
+                       (long long)version);
     if (meta->deleted)
-        return err_set(e, ST_GONE, "deleted", NULL, "version %lld of %s/%s is a deletion", (long long)version, type, id);
+        return err_set(e, ST_GONE, "deleted", NULL, "version %lld of %s/%s is a deletion", (long long)version,
+                       type, id);
     return ST_OK;
 }
 
-status store_read(store *s, const char *type, const char *id, int64_t version, buf *body, store_meta *meta, err *e) {
+status store_read(store *s, const char *type, const char *id, int64_t version, buf *body, store_meta *meta,
+                  err *e) {
     db *d = store_db(s, e);
     if (!d) return e ? e->code : ST_IO;
     return read_on(s, d, type, id, version, body, meta, e);
@@ -991,7 +1069,8 @@ void store_items_push(store_items *it, const store_meta *m, const char *body, si
 }
 
 void store_items_free(store_items *it) {
-    for (size_t i = 0; i < it->n; i++) free(it->v[i].body);
+    for (size_t i = 0; i < it->n; i++)
+        free(it->v[i].body);
     free(it->v);
     memset(it, 0, sizeof *it);
 }
@@ -1029,7 +1108,8 @@ status store_history(store *s, const char *type, const char *id, int64_t since_u
     status rc;
     out->total = -1;
     static const char one[] =
-        "SELECT rtype, id, version, updated, deleted, body FROM resource WHERE rtype = ? AND id = ? AND updated >= ?"
+        "SELECT rtype, id, version, updated, deleted, body FROM resource WHERE rtype = ? AND id = ? AND "
+        "updated >= ?"
         " UNION ALL SELECT rtype, id, version, updated, deleted, body FROM resource_history"
         " WHERE rkey = (SELECT rkey FROM resource WHERE rtype = ? AND id = ?) AND updated >= ?"
         " ORDER BY version DESC LIMIT ? OFFSET ?";
@@ -1096,8 +1176,8 @@ status store_everything(store *s, const char *patient_id, store_items *out, err 
 /* A prepared statement for `base` (whose rows are resources aliased r and
  * whose first `nfixed` placeholders the caller binds) with the scope's row
  * condition added before `tail`; the scope's values are bound here. */
-static status prepare_scoped(store *s, db *d, const store_scope *sc, const char *base, const char *tail, int nfixed,
-                             db_stmt **st, err *e) {
+static status prepare_scoped(store *s, db *d, const store_scope *sc, const char *base, const char *tail,
+                             int nfixed, db_stmt **st, err *e) {
     buf sql = {0};
     store_binds b = {0};
     buf_puts(&sql, base);
@@ -1108,13 +1188,16 @@ static status prepare_scoped(store *s, db *d, const store_scope *sc, const char 
     buf_free(&sql);
     if (rc != ST_OK) return rc;
     for (int i = 0; i < b.n; i++) {
-        if (b.v[i].kind == 'i') s->drv->bind_int(*st, nfixed + 1 + i, b.v[i].i);
-        else s->drv->bind_text(*st, nfixed + 1 + i, b.v[i].t, -1);
+        if (b.v[i].kind == 'i')
+            s->drv->bind_int(*st, nfixed + 1 + i, b.v[i].i);
+        else
+            s->drv->bind_text(*st, nfixed + 1 + i, b.v[i].t, -1);
     }
     return ST_OK;
 }
 
-status store_everything_scoped(store *s, const store_scope *sc, const char *patient_id, store_items *out, err *e) {
+status store_everything_scoped(store *s, const store_scope *sc, const char *patient_id, store_items *out,
+                               err *e) {
     if (sc && !sc->restricted) sc = NULL;
     db *d = store_db(s, e);
     if (!d) return e ? e->code : ST_IO;
@@ -1132,10 +1215,13 @@ status store_everything_scoped(store *s, const store_scope *sc, const char *pati
     static const char sql[] = "SELECT rtype, id, version, updated, deleted, body FROM resource"
                               " WHERE pkey = ? AND deleted = 0 AND NOT (rtype = 'Patient' AND id = ?)"
                               " ORDER BY rtype, rkey";
-    static const char sql_base[] = "SELECT r.rtype, r.id, r.version, r.updated, r.deleted, r.body FROM resource r"
-                                   " WHERE r.pkey = ? AND r.deleted = 0 AND NOT (r.rtype = 'Patient' AND r.id = ?)";
-    if (sc) rc = prepare_scoped(s, d, sc, sql_base, " ORDER BY r.rtype, r.rkey", 2, &st, e);
-    else rc = drv->prepare(d, sql, 1, &st, e);
+    static const char sql_base[] =
+        "SELECT r.rtype, r.id, r.version, r.updated, r.deleted, r.body FROM resource r"
+        " WHERE r.pkey = ? AND r.deleted = 0 AND NOT (r.rtype = 'Patient' AND r.id = ?)";
+    if (sc)
+        rc = prepare_scoped(s, d, sc, sql_base, " ORDER BY r.rtype, r.rkey", 2, &st, e);
+    else
+        rc = drv->prepare(d, sql, 1, &st, e);
     if (rc != ST_OK) goto out;
     drv->bind_int(st, 1, pkey);
     drv->bind_text(st, 2, patient_id, -1);
@@ -1183,7 +1269,8 @@ status store_counts(store *s, store_count **out, size_t *n, err *e) {
     if (!d) return e ? e->code : ST_IO;
     const db_driver *drv = s->drv;
     db_stmt *st = NULL;
-    static const char sql[] = "SELECT rtype, COUNT(*) FROM resource WHERE deleted = 0 GROUP BY rtype ORDER BY rtype";
+    static const char sql[] =
+        "SELECT rtype, COUNT(*) FROM resource WHERE deleted = 0 GROUP BY rtype ORDER BY rtype";
     status rc = drv->prepare(d, sql, 1, &st, e);
     if (rc != ST_OK) return rc;
     size_t cap = 0;

@@ -40,9 +40,9 @@ typedef struct store_meta {
     int64_t updated_usec; /* lastUpdated, microseconds since epoch */
     int deleted;
     /* store_read only: what access decisions need */
-    int64_t pkey;         /* patient key, 0 outside any patient's compartment */
-    char org[16];         /* label: recording organisation (ODS) */
-    unsigned sens;        /* label: sensitive categories */
+    int64_t pkey;  /* patient key, 0 outside any patient's compartment */
+    char org[16];  /* label: recording organisation (ODS) */
+    unsigned sens; /* label: sensitive categories */
 } store_meta;
 
 /* Default database location when no --db is given. */
@@ -64,6 +64,11 @@ status store_begin(store *s, store_txn **tx, err *e);
  * (the access log, sign-in bookkeeping): its commit keeps the cached
  * decisions of store_scope_check. Every other commit invalidates them. */
 status store_begin_keeping_access(store *s, store_txn **tx, err *e);
+/* A transaction on the access log's tables only (audit_log, audit_anchor),
+ * keeping access like the above. On SQLite it runs on the log's own file
+ * and connection, so it neither waits for nor holds up store_begin's
+ * writers; elsewhere it is store_begin_keeping_access. */
+status store_begin_audit(store *s, store_txn **tx, err *e);
 status store_commit(store_txn *tx, err *e); /* frees tx */
 void store_rollback(store_txn *tx);         /* frees tx */
 
@@ -145,17 +150,17 @@ void store_label_of(const char *type, json_t *res, store_label *out);
  * Strings are borrowed. */
 #define STORE_SCOPE_MAX_ORGS 16
 typedef struct store_scope {
-    int restricted;              /* 0: no restriction (internal jobs, the local CLI) */
-    int patient_data;            /* 0: nothing with a patient key (aggregate-only roles) */
+    int restricted;                         /* 0: no restriction (internal jobs, the local CLI) */
+    int patient_data;                       /* 0: nothing with a patient key (aggregate-only roles) */
     const char *orgs[STORE_SCOPE_MAX_ORGS]; /* the user's organisation and those part of it */
     int norgs;
-    const char *practitioner;    /* the user's Practitioner id, or NULL */
-    int64_t user_key;            /* whose break-glass grants count */
+    const char *practitioner; /* the user's Practitioner id, or NULL */
+    int64_t user_key;         /* whose break-glass grants count */
     int64_t now_usec;
-    const int64_t *self_pkeys;   /* role patient: the patient keys of their own record */
+    const int64_t *self_pkeys; /* role patient: the patient keys of their own record */
     int nself;
-    int self_only;               /* 1: role patient (only self_pkeys) */
-    unsigned sens_denied;        /* sensitive categories hidden unless recorded by an own organisation */
+    int self_only;        /* 1: role patient (only self_pkeys) */
+    unsigned sens_denied; /* sensitive categories hidden unless recorded by an own organisation */
 } store_scope;
 
 typedef enum store_why {
@@ -194,7 +199,6 @@ void store_scope_pkey_sql(const store_scope *sc, const char *pkey_expr, buf *sql
 /* The whole row condition for a resource row alias (its pkey, org, sens). */
 void store_scope_row_sql(const store_scope *sc, const char *alias, buf *sql, store_binds *b);
 
-
 /* ---- write hooks ------------------------------------------------------ */
 /* Components that keep derived data in step with the records (the patient
  * registry, risk facts) register a hook; it runs inside the write
@@ -205,14 +209,15 @@ void store_scope_row_sql(const store_scope *sc, const char *alias, buf *sql, sto
 typedef struct store_write_event {
     const char *type, *id;
     int64_t version;
-    int deleted;         /* a delete: res and body are NULL */
-    int64_t pkey, rkey;  /* patient key (0 if none) and resource key */
-    json_t *res;         /* the resource as stored (meta stamped), may be NULL */
-    const char *body;    /* its stored JSON text */
+    int deleted;        /* a delete: res and body are NULL */
+    int64_t pkey, rkey; /* patient key (0 if none) and resource key */
+    json_t *res;        /* the resource as stored (meta stamped), may be NULL */
+    const char *body;   /* its stored JSON text */
 } store_write_event;
 typedef status (*store_write_hook)(void *ctx, store_txn *tx, const store_write_event *ev, err *e);
 #define STORE_MAX_HOOKS 8
-status store_add_write_hook(store *s, const char *type, store_write_hook fn, void *ctx, err *e); /* type NULL = all */
+status store_add_write_hook(store *s, const char *type, store_write_hook fn, void *ctx,
+                            err *e); /* type NULL = all */
 /* The store a transaction belongs to (for hooks that run SQL through it). */
 store *store_txn_store(store_txn *tx);
 
@@ -221,17 +226,17 @@ store *store_txn_store(store_txn *tx);
  * insert; on read they point into the store_message_list's memory. */
 typedef struct store_message {
     int64_t key;
-    int64_t pkey;          /* patient key of the message's patient, 0 if none */
+    int64_t pkey; /* patient key of the message's patient, 0 if none */
     int64_t received_usec;
-    const char *channel;   /* "mllp", "file" */
-    const char *source;    /* peer address, or file:line */
-    const char *sender;    /* HL7: sending application^facility; file: the file */
-    const char *control_id;/* HL7 MSH-10; file: line number */
+    const char *channel;      /* "mllp", "file" */
+    const char *source;       /* peer address, or file:line */
+    const char *sender;       /* HL7: sending application^facility; file: the file */
+    const char *control_id;   /* HL7 MSH-10; file: line number */
     const char *message_type; /* "ADT^A01", "ndjson", ... */
-    const char *status;    /* "stored", "quarantined", "replayed", "discarded" */
-    const char *ack;       /* the acknowledgement sent, if any */
-    const char *reason;    /* why quarantined */
-    const char *location;  /* where in the message the fault is */
+    const char *status;       /* "stored", "quarantined", "replayed", "discarded" */
+    const char *ack;          /* the acknowledgement sent, if any */
+    const char *reason;       /* why quarantined */
+    const char *location;     /* where in the message the fault is */
     const char *body;
     size_t body_len;
 } store_message;
@@ -245,8 +250,8 @@ void store_message_list_free(store_message_list *l);
 
 /* The ACK already sent for a stored message from `sender` with
  * `control_id` (duplicate delivery): *found = 1 and the ACK appended. */
-status store_message_delivered(store_txn *tx, const char *sender, const char *control_id, buf *ack, int *found,
-                               err *e);
+status store_message_delivered(store_txn *tx, const char *sender, const char *control_id, buf *ack,
+                               int *found, err *e);
 status store_message_insert(store_txn *tx, const store_message *m, int64_t *key, err *e);
 /* List by status (NULL = all), newest first. */
 status store_message_list_by(store *s, const char *status, int limit, int offset, int with_body,
@@ -269,8 +274,8 @@ typedef struct store_import_file {
 
 typedef struct store_import_job {
     int64_t key, created_usec, updated_usec;
-    const char *status; /* queued | running | done | failed | cancelled */
-    const char *origin; /* cli | api */
+    const char *status;  /* queued | running | done | failed | cancelled */
+    const char *origin;  /* cli | api */
     const char *request; /* JSON: what was asked */
     const char *message;
     store_import_file *files;
@@ -297,13 +302,14 @@ status store_import_file_find(store *s, const char *fingerprint, store_import_li
                               int *found, err *e);
 status store_import_file_add(store *s, const store_import_file *f, err *e);
 /* Progress of one file, inside the transaction that stored what it counts. */
-status store_import_checkpoint(store_txn *tx, int64_t job, int file_no, int64_t bytes_done, int64_t lines_done,
-                               int64_t stored, int64_t quarantined, err *e);
-status store_import_file_set(store *s, int64_t job, int file_no, const char *status, const char *message, err *e);
+status store_import_checkpoint(store_txn *tx, int64_t job, int file_no, int64_t bytes_done,
+                               int64_t lines_done, int64_t stored, int64_t quarantined, err *e);
+status store_import_file_set(store *s, int64_t job, int file_no, const char *status, const char *message,
+                             err *e);
 /* The same inside a transaction (many files, one commit). */
 status store_import_file_add_tx(store_txn *tx, const store_import_file *f, err *e);
-status store_import_file_set_tx(store_txn *tx, int64_t job, int file_no, const char *status, const char *message,
-                                err *e);
+status store_import_file_set_tx(store_txn *tx, int64_t job, int file_no, const char *status,
+                                const char *message, err *e);
 
 /* ---- reads ----------------------------------------------------------- */
 /* Read the current version (version == 0) or a given version. Deleted:
@@ -349,7 +355,8 @@ status store_everything(store *s, const char *patient_id, store_items *out, err 
 /* The same within an access scope (NULL = unrestricted): the caller has
  * checked that the patient is visible; each resource is then subject to
  * the scope's sensitivity and consent conditions. */
-status store_everything_scoped(store *s, const store_scope *sc, const char *patient_id, store_items *out, err *e);
+status store_everything_scoped(store *s, const store_scope *sc, const char *patient_id, store_items *out,
+                               err *e);
 
 /* Counts of current (not deleted) resources per type, for the landing page. */
 typedef struct store_count {

@@ -26,16 +26,23 @@ typedef struct db_stmt db_stmt;
 
 typedef struct db_driver {
     const char *name;
-    const char *for_update; /* suffix that locks selected rows in a write txn */
-    int serial_writes;      /* 1: one writer at a time, through one shared connection (SQLite) */
+    const char *for_update;   /* suffix that locks selected rows in a write txn */
+    int serial_writes;        /* 1: one writer at a time, through one shared connection (SQLite) */
     const char *writer_setup; /* SQL run once on that shared write connection, or NULL */
     const char *maintenance;  /* SQL run on the writer every STORE_MAINTENANCE_COMMITS commits, or NULL */
     status (*connect)(store *s, db **out, err *e);
+    /* the access log's writer connection, or NULL: store_begin_audit then
+     * writes through store_begin (PostgreSQL keeps the log in the same
+     * database; its writers do not block each other) */
+    status (*connect_audit)(store *s, db **out, err *e);
     void (*disconnect)(db *d);
     status (*exec)(db *d, const char *sql, err *e);
     status (*prepare)(db *d, const char *sql, int cache, db_stmt **out, err *e);
     void (*bind_int)(db_stmt *st, int idx, int64_t v);
     void (*bind_text)(db_stmt *st, int idx, const char *s, int n);
+    /* the same, borrowing s until the statement is stepped (no copy);
+     * NULL: use bind_text */
+    void (*bind_text_ref)(db_stmt *st, int idx, const char *s, int n);
     void (*bind_double)(db_stmt *st, int idx, double v);
     void (*bind_null)(db_stmt *st, int idx);
     /* 1 = a row is ready, 0 = done, -1 = error (e filled) */
@@ -52,6 +59,14 @@ typedef struct db_driver {
 
 #define STORE_MAINTENANCE_COMMITS 500
 
+/* SQLite keeps the access log (audit_log, audit_anchor) in its own file,
+ * the database file's name + this, attached to every reading connection as
+ * schema `audit`. Its commits then leave the store's file alone: in WAL
+ * mode every commit to a file makes each other connection discard its
+ * page cache of that file, and the log commits several times a second
+ * under read load. */
+#define SQLITE_AUDIT_SUFFIX ".audit"
+
 extern const db_driver db_sqlite_driver;
 extern const db_driver db_pg_driver;
 
@@ -66,8 +81,10 @@ struct store {
     db_conn_link *conns;
     db *writer;                 /* the one write connection when drv->serial_writes */
     unsigned long commits;      /* on the writer, under write_lock */
-    int *param_ids; /* database id of each fhir_search_params[i], 0 if none */
-    char *everything_refs_sql; /* built at open from the compartment table */
+    pthread_mutex_t audit_lock; /* serialises access-log txns on audit_writer */
+    db *audit_writer;           /* drv->connect_audit's connection, opened on first use */
+    int *param_ids;             /* database id of each fhir_search_params[i], 0 if none */
+    char *everything_refs_sql;  /* built at open from the compartment table */
     struct {
         const char *type; /* NULL: every type */
         store_write_hook fn;
@@ -91,10 +108,11 @@ struct store_txn {
     store *s;
     db *d;
     int64_t now_usec;
-    arena a; /* per-transaction scratch: index rows etc. */
+    arena a;           /* per-transaction scratch: index rows etc. */
     char last_pid[72]; /* the last patient key looked up in this txn */
     int64_t last_pkey;
     int keeps_access; /* store_begin_keeping_access: commits leave access_gen alone */
+    int audit;        /* store_begin_audit on audit_writer: holds audit_lock */
 };
 
 /* This thread's connection to `s`, opened on first use. */

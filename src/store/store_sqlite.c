@@ -72,22 +72,34 @@ static int mkdir_parents(const char *path) {
  * (SQLite's default), every allocation in every connection takes one
  * process-wide mutex, which the server's worker threads then queue on. */
 static pthread_once_t sq_once = PTHREAD_ONCE_INIT;
-static void sq_configure(void) { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); }
+static void sq_configure(void) {
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
 
-static status sq_connect(store *s, db **out, err *e) {
+/* The access log's file beside database file `path` (SQLITE_AUDIT_SUFFIX). */
+static char *audit_path_of(const char *path) {
+    size_t n = strlen(path) + sizeof SQLITE_AUDIT_SUFFIX;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s%s", path, SQLITE_AUDIT_SUFFIX);
+    return p;
+}
+
+/* Open `path`; with attach_audit, the access log's file is attached as
+ * schema `audit` (every connection but the shared writer and the access
+ * log's own: see db_sqlite_driver). */
+static status sq_open(const char *path, int attach_audit, db **out, err *e) {
     pthread_once(&sq_once, sq_configure);
     status rc = ST_OK;
     db *d = calloc(1, sizeof *d);
     if (!d) return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
-    const char *path = s->url;
-    if (strncmp(path, "sqlite:", 7) == 0) path += 7;
     d->path = strdup(path);
     if (mkdir_parents(path) != 0) {
-        rc = err_set(e, ST_IO, "exception", NULL, "cannot create the directory for %s: %s", path, strerror(errno));
+        rc = err_set(e, ST_IO, "exception", NULL, "cannot create the directory for %s: %s", path,
+                     strerror(errno));
         goto out;
     }
-    if (sqlite3_open_v2(path, &d->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
+    if (sqlite3_open_v2(path, &d->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
         rc = err_set(e, ST_IO, "exception", NULL, "cannot open database %s: %s", path,
                      d->h ? sqlite3_errmsg(d->h) : "out of memory");
         goto out;
@@ -111,6 +123,29 @@ static status sq_connect(store *s, db **out, err *e) {
         sqlite3_free(msg);
         goto out;
     }
+    if (attach_audit) {
+        char *apath = audit_path_of(path);
+        char *sql = apath ? sqlite3_mprintf("ATTACH DATABASE %Q AS audit;"
+                                            "PRAGMA audit.journal_mode=WAL;"
+                                            "PRAGMA audit.synchronous=FULL;",
+                                            apath)
+                          : NULL;
+        if (!sql) {
+            free(apath);
+            rc = err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
+            goto out;
+        }
+        int ok = sqlite3_exec(d->h, sql, NULL, NULL, &msg) == SQLITE_OK;
+        sqlite3_free(sql);
+        if (!ok) {
+            rc = err_set(e, ST_IO, "exception", NULL, "cannot open the access log %s: %s", apath,
+                         msg ? msg : "?");
+            sqlite3_free(msg);
+            free(apath);
+            goto out;
+        }
+        free(apath);
+    }
     const char *extra = getenv("CONCORD_SQLITE_PRAGMAS"); /* tuning experiments */
     if (extra && sqlite3_exec(d->h, extra, NULL, NULL, &msg) != SQLITE_OK) {
         rc = err_set(e, ST_IO, "exception", NULL, "CONCORD_SQLITE_PRAGMAS: %s", msg ? msg : "?");
@@ -125,6 +160,24 @@ out:
         d = NULL;
     }
     *out = d;
+    return rc;
+}
+
+static const char *sq_path(const store *s) {
+    return strncmp(s->url, "sqlite:", 7) == 0 ? s->url + 7 : s->url;
+}
+
+static status sq_connect(store *s, db **out, err *e) {
+    return sq_open(sq_path(s), 1, out, e);
+}
+
+/* The access log's writer: its file as the main database, so that its
+ * BEGIN IMMEDIATE locks that file only. */
+static status sq_connect_audit(store *s, db **out, err *e) {
+    char *apath = audit_path_of(sq_path(s));
+    if (!apath) return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
+    status rc = sq_open(apath, 0, out, e);
+    free(apath);
     return rc;
 }
 
@@ -188,13 +241,27 @@ static status sq_prepare(db *d, const char *sql, int cache, db_stmt **out, err *
     return ST_OK;
 }
 
-static void sq_bind_int(db_stmt *st, int idx, int64_t v) { sqlite3_bind_int64(st->st, idx, v); }
-static void sq_bind_text(db_stmt *st, int idx, const char *s, int n) {
-    if (!s) sqlite3_bind_null(st->st, idx);
-    else sqlite3_bind_text(st->st, idx, s, n, SQLITE_TRANSIENT);
+static void sq_bind_int(db_stmt *st, int idx, int64_t v) {
+    sqlite3_bind_int64(st->st, idx, v);
 }
-static void sq_bind_double(db_stmt *st, int idx, double v) { sqlite3_bind_double(st->st, idx, v); }
-static void sq_bind_null(db_stmt *st, int idx) { sqlite3_bind_null(st->st, idx); }
+static void sq_bind_text(db_stmt *st, int idx, const char *s, int n) {
+    if (!s)
+        sqlite3_bind_null(st->st, idx);
+    else
+        sqlite3_bind_text(st->st, idx, s, n, SQLITE_TRANSIENT);
+}
+static void sq_bind_text_ref(db_stmt *st, int idx, const char *s, int n) {
+    if (!s)
+        sqlite3_bind_null(st->st, idx);
+    else
+        sqlite3_bind_text(st->st, idx, s, n, SQLITE_STATIC);
+}
+static void sq_bind_double(db_stmt *st, int idx, double v) {
+    sqlite3_bind_double(st->st, idx, v);
+}
+static void sq_bind_null(db_stmt *st, int idx) {
+    sqlite3_bind_null(st->st, idx);
+}
 
 static int sq_step(db_stmt *st, err *e) {
     int rc = sqlite3_step(st->st);
@@ -204,8 +271,12 @@ static int sq_step(db_stmt *st, err *e) {
     return -1;
 }
 
-static int64_t sq_col_int(db_stmt *st, int col) { return sqlite3_column_int64(st->st, col); }
-static double sq_col_double(db_stmt *st, int col) { return sqlite3_column_double(st->st, col); }
+static int64_t sq_col_int(db_stmt *st, int col) {
+    return sqlite3_column_int64(st->st, col);
+}
+static double sq_col_double(db_stmt *st, int col) {
+    return sqlite3_column_double(st->st, col);
+}
 static const char *sq_col_text(db_stmt *st, int col, size_t *len) {
     const unsigned char *t = sqlite3_column_text(st->st, col);
     if (len) *len = t ? (size_t)sqlite3_column_bytes(st->st, col) : 0;
@@ -223,8 +294,12 @@ static void sq_done(db_stmt *st) {
     }
 }
 
-static status sq_begin(db *d, err *e) { return sq_exec(d, "BEGIN IMMEDIATE", e); }
-static status sq_commit(db *d, err *e) { return sq_exec(d, "COMMIT", e); }
+static status sq_begin(db *d, err *e) {
+    return sq_exec(d, "BEGIN IMMEDIATE", e);
+}
+static status sq_commit(db *d, err *e) {
+    return sq_exec(d, "COMMIT", e);
+}
 static void sq_rollback(db *d) {
     if (!sqlite3_get_autocommit(d->h)) sqlite3_exec(d->h, "ROLLBACK", NULL, NULL, NULL);
 }
@@ -248,18 +323,23 @@ const db_driver db_sqlite_driver = {
     .name = "sqlite",
     .for_update = "",
     .serial_writes = 1,
-    /* the one writer keeps more of the indexes' hot pages than readers */
-    .writer_setup = "PRAGMA cache_size=-131072",
+    /* the one writer keeps more of the indexes' hot pages than readers.
+     * It leaves the access log's file: BEGIN IMMEDIATE takes the write
+     * lock of every attached database, and a resource write need not wait
+     * for the access log's writer nor it for them (store_begin_audit) */
+    .writer_setup = "PRAGMA cache_size=-131072; DETACH DATABASE audit",
     /* keep the planner's statistics current as the store grows: without
      * them SQLite scans every resource of a type in rkey order rather than
      * looking up the few an index subquery names (Patient?identifier=...) */
     .maintenance = "ANALYZE",
     .connect = sq_connect,
+    .connect_audit = sq_connect_audit,
     .disconnect = sq_disconnect,
     .exec = sq_exec,
     .prepare = sq_prepare,
     .bind_int = sq_bind_int,
     .bind_text = sq_bind_text,
+    .bind_text_ref = sq_bind_text_ref,
     .bind_double = sq_bind_double,
     .bind_null = sq_bind_null,
     .step = sq_step,

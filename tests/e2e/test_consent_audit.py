@@ -257,10 +257,11 @@ def test_patient_sees_break_glass_on_their_record(scene, server):
 
 
 def _sql(server, statements):
-    """Run SQL on the server's database as someone with write access to it
-    (not through concord): sqlite3 on the file, psql on PostgreSQL."""
+    """Run SQL on the access log's tables as someone with write access to the
+    database (not through concord): sqlite3 on the log's own file (the
+    database file's name + ".audit", docs/audit.md), psql on PostgreSQL."""
     if server.backend == "sqlite":
-        con = sqlite3.connect(server.db, timeout=30)
+        con = sqlite3.connect(server.db + ".audit", timeout=30)
         try:
             for st in statements:
                 con.execute(st)
@@ -343,7 +344,7 @@ def test_audit_chain_detects_a_deleted_row_and_a_cut_end(server_factory, request
     assert r.returncode == 1 and "removed from the end" in r.stdout + r.stderr, r.stdout + r.stderr
     prev_hash = None
     if s2.backend == "sqlite":
-        con = sqlite3.connect(s2.db)
+        con = sqlite3.connect(s2.db + ".audit")
         prev_hash = con.execute(f"SELECT hash FROM audit_log WHERE seq = {seq - 2}").fetchone()[0]
         con.close()
     else:

@@ -54,7 +54,6 @@ typedef struct fx {
     err e;
 } fx;
 
-
 static int setup_common(void **state, int pg) {
     fx *f = calloc(1, sizeof *f);
     if (!f) return -1;
@@ -298,8 +297,8 @@ static void test_database_failure_keeps_events(void **state) {
                     "CREATE TRIGGER audit_down BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION "
                     "audit_down()");
     else
-        sql_exec(f, "CREATE TRIGGER audit_down BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk on "
-                    "fire'); END");
+        sql_exec(f, "CREATE TRIGGER audit.audit_down BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, "
+                    "'disk on fire'); END"); /* SQLite: the log's own file (SQLITE_AUDIT_SUFFIX) */
     audit_event ev = {.user = "bob", .action = "create", .outcome = "0", .rtype = "Observation", .rid = "o9"};
     assert_int_equal(audit_append(f->a, &ev, 1, &f->e), ST_IO);
     assert_non_null(strstr(f->e.msg, "disk on fire"));
@@ -308,7 +307,7 @@ static void test_database_failure_keeps_events(void **state) {
     audit_flush(f->a); /* returns: the writer is failing */
     assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log"), 1);
     sql_exec(f, f->pg ? "DROP TRIGGER audit_down ON audit_log; DROP FUNCTION audit_down()"
-                      : "DROP TRIGGER audit_down");
+                      : "DROP TRIGGER audit.audit_down");
     append(f, "carol", "update", 1, "p1", "Patient", "p1", "", 1); /* waits for the retry to succeed */
     assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log"), 13);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log WHERE rid = 'o9'"), 1);
@@ -775,6 +774,96 @@ static void test_query_filters_and_auditevent_json(void **state) {
     json_decref(arr);
 }
 
+/* Queries by patient and by user walk the log block by block (65,536
+ * events each, newest first): counts, order and paging across a block
+ * boundary. */
+static void test_query_across_blocks(void **state) {
+    fx *f = *state;
+    enum { N = 70000 };
+    open_log(f, 50);
+    for (int i = 1; i <= N; i++) {
+        char rid[32];
+        snprintf(rid, sizeof rid, "o%d", i);
+        int zed = i >= 65535 && i <= 65537;
+        append(f, zed ? "zed" : "alice", "read", i % 10000 == 0 ? 7 : 1 + i % 5, "p", "Observation", rid, "",
+               0);
+    }
+    close_log(f);
+    assert_int_equal(sql_int(f, "SELECT max(seq) FROM audit_log"), N);
+    static const int64_t seven[] = {7}, zed_65536[] = {1 + 65536 % 5};
+    const struct {
+        audit_filter flt;
+        int64_t total;
+        const char *ids[3];
+    } cases[] = {
+        {{.pkeys = seven, .npkeys = 1, .limit = 3}, 7, {"audit-70000", "audit-60000", "audit-50000"}},
+        {{.pkeys = seven, .npkeys = 1, .limit = 2, .offset = 1}, 7, {"audit-60000", "audit-50000", NULL}},
+        {{.user = "zed"}, 3, {"audit-65537", "audit-65536", "audit-65535"}},
+        {{.user = "zed", .offset = 2}, 3, {"audit-65535", NULL, NULL}},
+        {{.user = "zed", .pkeys = zed_65536, .npkeys = 1}, 1, {"audit-65536", NULL, NULL}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        json_t *arr = json_array();
+        int64_t t = -1;
+        assert_int_equal(audit_query(f->s, &cases[c].flt, arr, &t, &f->e), ST_OK);
+        if (t != cases[c].total)
+            fail_msg("case %zu: total %lld, expected %lld", c, (long long)t, (long long)cases[c].total);
+        size_t n = 0;
+        while (n < 3 && cases[c].ids[n])
+            n++;
+        assert_int_equal(json_array_size(arr), n);
+        for (size_t i = 0; i < n; i++) {
+            char path[16];
+            snprintf(path, sizeof path, "%zu.id", i);
+            assert_string_equal(str_at(arr, path), cases[c].ids[i]);
+        }
+        json_decref(arr);
+    }
+    assert_true(verify(f, NULL).ok);
+}
+
+/* SQLite: a log written before the access log had its own file (schema 8:
+ * the tables in the database file) moves into that file at start-up and
+ * still verifies; when the move was interrupted after the copy (rows in
+ * both files, the version still 8), it is finished without copying twice. */
+static void to_schema_8(fx *f, int keep_copy) {
+    sql_exec(
+        f, "CREATE TABLE main.audit_log (seq INTEGER PRIMARY KEY, at BIGINT NOT NULL, user_name TEXT NOT "
+           "NULL, role TEXT NOT NULL, org TEXT NOT NULL, action TEXT NOT NULL, outcome TEXT NOT NULL, status "
+           "INTEGER NOT NULL, rtype TEXT NOT NULL, rid TEXT NOT NULL, pkey BIGINT NOT NULL, patient_id TEXT "
+           "NOT NULL, purpose TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL, request TEXT NOT "
+           "NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);"
+           "CREATE INDEX main.audit_log_patient ON audit_log (pkey, seq);"
+           "CREATE TABLE main.audit_anchor (id SMALLINT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT "
+           "NULL, key_id TEXT NOT NULL, updated BIGINT NOT NULL);"
+           "INSERT INTO main.audit_log SELECT * FROM audit.audit_log;"
+           "INSERT INTO main.audit_anchor SELECT * FROM audit.audit_anchor;"
+           "DROP INDEX audit.audit_log_block_patient; DROP INDEX audit.audit_log_block_user;"
+           "DELETE FROM concord_schema WHERE version >= 9;");
+    if (keep_copy)
+        sql_exec(f, "CREATE INDEX audit.audit_log_patient ON audit_log (pkey, seq);"
+                    "CREATE INDEX audit.audit_log_user ON audit_log (user_name, seq);");
+    else
+        sql_exec(f, "DROP TABLE audit.audit_log; DROP TABLE audit.audit_anchor;");
+}
+
+static void test_sqlite_log_moves_to_its_own_file(void **state) {
+    fx *f = *state;
+    for (int keep_copy = 0; keep_copy <= 1; keep_copy++) {
+        fill(f, 30);
+        to_schema_8(f, keep_copy);
+        store_close(f->s);
+        f->s = NULL;
+        if (store_open(f->db.url, 1, &f->s, &f->e) != ST_OK) fail_msg("store_open: %s", f->e.msg);
+        assert_int_equal(sql_int(f, "SELECT count(*) FROM main.sqlite_master WHERE name LIKE 'audit%'"), 0);
+        assert_int_equal(sql_int(f, "SELECT count(*) FROM audit.audit_log"), 30 * (keep_copy + 1));
+        assert_int_equal(sql_int(f, "SELECT max(version) FROM concord_schema"), store_schema_version());
+        audit_verify_result r = verify(f, NULL);
+        if (!r.ok) fail_msg("verify: %s", r.problem);
+        assert_int_equal(r.rows, 30 * (keep_copy + 1));
+    }
+}
+
 /* ================================================================ main */
 
 #define AUDIT_TESTS(X)                                                                                       \
@@ -797,7 +886,8 @@ static void test_query_filters_and_auditevent_json(void **state) {
     X(test_key_file_rules)                                                                                   \
     X(test_new_key_refused_for_an_existing_log)                                                              \
     X(test_strings_bounded_and_valid_utf8)                                                                   \
-    X(test_query_filters_and_auditevent_json)
+    X(test_query_filters_and_auditevent_json)                                                                \
+    X(test_query_across_blocks)
 
 #define SQLITE_TEST(fn) {"sqlite: " #fn, fn, setup_sqlite, teardown, NULL},
 #define PG_TEST(fn)     {"postgresql: " #fn, fn, setup_pg, teardown, NULL},
@@ -811,7 +901,8 @@ static void test_postgresql_skipped(void **state) {
 
 int main(void) {
     static const struct CMUnitTest common[] = {cmocka_unit_test(test_default_key_path)};
-    static const struct CMUnitTest sqlite_tests[] = {AUDIT_TESTS(SQLITE_TEST)};
+    static const struct CMUnitTest sqlite_tests[] = {AUDIT_TESTS(SQLITE_TEST)
+                                                         SQLITE_TEST(test_sqlite_log_moves_to_its_own_file)};
     static const struct CMUnitTest pg_tests[] = {AUDIT_TESTS(PG_TEST)};
     static const struct CMUnitTest pg_skipped[] = {cmocka_unit_test(test_postgresql_skipped)};
     int failed = cmocka_run_group_tests_name("audit", common, NULL, NULL);
