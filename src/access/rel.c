@@ -21,6 +21,15 @@
  *   acc_org      Organization id -> ODS code (identifier) and the ODS code of
  *                the organisation it is part of (partOf)
  *
+ * A relationship written by a signed-in person (store_txn_user_claim: the
+ * REST API's writes by any role but system) is marked `claimed`: it is
+ * that person's own assertion, and opens only the record it was written in
+ * (its patient key), not the person's other records across the registry
+ * (store_scope.c). Otherwise registering a copy of someone (same NHS
+ * number) at one's own organisation would open their whole record. Feeds
+ * (system accounts, MLLP, the CLI) establish relationships that span the
+ * person; so does break-glass, which is reviewed.
+ *
  * Each new version replaces the rows its resource established before
  * (matched by resource key), so updates, ends of encounters and deletes
  * withdraw relationships as they happen.
@@ -78,14 +87,17 @@ static const char *ref_of(json_t *o) { return json_string_value(json_object_get(
 /* One relationship row from a reference to an Organization or a
  * Practitioner (others are ignored). */
 static status add_ref(store_txn *tx, const store_write_event *ev, const char *kind, const char *ref, err *e) {
-    static const char ins[] = "INSERT INTO acc_rel (pkey, src_rkey, kind, org, who) VALUES (?, ?, ?, ?, ?)";
+    static const char ins[] =
+        "INSERT INTO acc_rel (pkey, src_rkey, kind, org, who, claimed) VALUES (?, ?, ?, ?, ?, ?)";
     if (!ref) return ST_OK;
+    int64_t claimed = store_txn_user_claim(tx);
     if (strncmp(ref, "Organization/", 13) == 0) {
         char ods[64];
         org_code(tx, ref, ods, sizeof ods);
-        return run(tx, ins, e, "iitss", ev->pkey, ev->rkey, kind, ods, "");
+        return run(tx, ins, e, "iitssi", ev->pkey, ev->rkey, kind, ods, "", claimed);
     }
-    if (strncmp(ref, "Practitioner/", 13) == 0) return run(tx, ins, e, "iitss", ev->pkey, ev->rkey, kind, "", ref + 13);
+    if (strncmp(ref, "Practitioner/", 13) == 0)
+        return run(tx, ins, e, "iitssi", ev->pkey, ev->rkey, kind, "", ref + 13, claimed);
     return ST_OK;
 }
 

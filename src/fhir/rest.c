@@ -260,10 +260,16 @@ static status do_update(store_txn *tx, json_t *res, const char *type, const char
 /* Run `fn` in its own transaction, committing on success. */
 typedef status (*txn_fn)(store_txn *tx, void *arg, err *e);
 
-static status in_txn(store *s, txn_fn fn, void *arg, err *e) {
+/* Are this request's writes a signed-in person's own claims (rel.c)? */
+static int user_claim(const rest_ctx *ctx, const rest_request *rq) {
+    return ctx->guarded && rq->who && rq->who->role != ROLE_SYSTEM;
+}
+
+static status in_txn(store *s, int claim, txn_fn fn, void *arg, err *e) {
     store_txn *tx = NULL;
     status rc = store_begin(s, &tx, e);
     if (rc != ST_OK) return rc;
+    store_txn_set_user_claim(tx, claim);
     rc = fn(tx, arg, e);
     if (rc != ST_OK) {
         store_rollback(tx);
@@ -446,7 +452,7 @@ static void h_create(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
         rc = acc_scope_for(ctx->store, rq->who, &sc, &e);
         a.scope = &sc.sc;
     }
-    if (rc == ST_OK) rc = in_txn(ctx->store, create_fn, &a, &e);
+    if (rc == ST_OK) rc = in_txn(ctx->store, user_claim(ctx, rq), create_fn, &a, &e);
     if (rc != ST_OK) rest_error(rs, &e);
     else respond_write(rq, rs, &a.wr, 200);
     if (ctx->guarded) {
@@ -478,7 +484,7 @@ static void h_update(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
         json_decref(a.res);
         return;
     }
-    status rc = in_txn(ctx->store, update_fn, &a, &e);
+    status rc = in_txn(ctx->store, user_claim(ctx, rq), update_fn, &a, &e);
     if (rc != ST_OK) rest_error(rs, &e);
     else respond_write(rq, rs, &a.wr, 200);
     audit_req(ctx, rq, "update", a.type, a.id, pkey, pid, rs->status, NULL, rc == ST_OK ? NULL : e.msg, 1);
@@ -510,7 +516,7 @@ static void h_delete(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
     err re;
     int64_t pkey = 0;
     if (ctx->guarded && store_read(ctx->store, v->type, v->id, 0, NULL, &before, &re) == ST_OK) pkey = before.pkey;
-    status rc = in_txn(ctx->store, delete_fn, &a, &e);
+    status rc = in_txn(ctx->store, user_claim(ctx, rq), delete_fn, &a, &e);
     if (rc != ST_OK) {
         rest_error(rs, &e);
         audit_req(ctx, rq, "delete", v->type, v->id, pkey, NULL, rs->status, NULL, e.msg, 1);
@@ -1419,6 +1425,7 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
     if (transaction) {
         store_txn *tx = NULL;
         rc = store_begin(ctx->store, &tx, &e);
+        if (rc == ST_OK) store_txn_set_user_claim(tx, user_claim(ctx, rq));
         /* conditional creates first: a reference to the entry's fullUrl must
          * resolve to the resource that matched, when one did */
         for (size_t i = 0; rc == ST_OK && i < n; i++) {
@@ -1481,6 +1488,7 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
             if (strcmp(job->method, "POST") == 0 && job->resource && !job->if_none_exist && !ctx->guarded)
                 rc = prepare_create(job->resource, job->type, NULL, 0, &job->prep, &job->e);
             if (rc == ST_OK) rc = store_begin(ctx->store, &tx, &job->e);
+            if (rc == ST_OK) store_txn_set_user_claim(tx, user_claim(ctx, rq));
             if (rc == ST_OK) rc = run_entry(ctx, rq, tx, job, with_resource, &job->e);
             if (rc == ST_OK) rc = store_commit(tx, &job->e);
             else if (tx) store_rollback(tx);

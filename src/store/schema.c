@@ -276,6 +276,11 @@ static const char *const migrations[] = {
     "DROP INDEX {AUDIT}audit_log_user;"
     "CREATE INDEX {AUDIT}audit_log_block_patient ON audit_log ((seq >> 16), pkey, seq);"
     "CREATE INDEX {AUDIT}audit_log_block_user ON audit_log ((seq >> 16), user_name, seq);",
+    /* 11: a relationship written by a signed-in person rather than a
+     * machine feed is their own claim (rel.c): it covers the record it was
+     * written in, not the rest of the person (store_scope.c). Rows from
+     * before were all kept as feed relationships */
+    "ALTER TABLE acc_rel ADD COLUMN claimed SMALLINT NOT NULL DEFAULT 0;",
 };
 
 /* The access log's tables as they are in the audit file: the schema of

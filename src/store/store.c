@@ -278,6 +278,9 @@ status store_begin(store *s, store_txn **out, err *e) {
     return ST_OK;
 }
 
+void store_txn_set_user_claim(store_txn *tx, int on) { tx->user_claim = on; }
+int store_txn_user_claim(const store_txn *tx) { return tx->user_claim; }
+
 status store_begin_keeping_access(store *s, store_txn **out, err *e) {
     status rc = store_begin(s, out, e);
     if (rc == ST_OK) (*out)->keeps_access = 1;

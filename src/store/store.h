@@ -220,6 +220,11 @@ status store_add_write_hook(store *s, const char *type, store_write_hook fn, voi
                             err *e); /* type NULL = all */
 /* The store a transaction belongs to (for hooks that run SQL through it). */
 store *store_txn_store(store_txn *tx);
+/* The transaction's writes come from a person signed in (a clinician, an
+ * administrator), not from a machine feed: a relationship they establish is
+ * that person's own claim (src/access/rel.c, docs/access.md). */
+void store_txn_set_user_claim(store_txn *tx, int on);
+int store_txn_user_claim(const store_txn *tx);
 
 /* ---- ingest messages (store_message.c) ------------------------------- */
 /* A message or record as ingest received it. Strings are borrowed on

@@ -113,6 +113,7 @@ struct store_txn {
     int64_t last_pkey;
     int keeps_access; /* store_begin_keeping_access: commits leave access_gen alone */
     int audit;        /* store_begin_audit on audit_writer: holds audit_lock */
+    int user_claim;   /* store_txn_set_user_claim */
 };
 
 /* This thread's connection to `s`, opened on first use. */

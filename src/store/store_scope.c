@@ -8,7 +8,9 @@
  *            ids mapped through patient_key). X itself is always included
  *            (unlinked records, registry off).
  *   REL(X)   a legitimate relationship: a row of acc_rel for X or SAME(X)
- *            naming one of the scope's organisations or its practitioner.
+ *            naming one of the scope's organisations or its practitioner;
+ *            a row a signed-in person claimed (acc_rel.claimed, rel.c)
+ *            counts for X only.
  *   GLASS(X) a live break-glass grant of the user for X or SAME(X).
  *   OBJ(X)   an active consent objection on X or SAME(X).
  * and for a resource row r (pkey, org, sens):
@@ -32,26 +34,26 @@ static void bind_t(store_binds *b, const char *t) {
     if (b->n < (int)(sizeof b->v / sizeof b->v[0])) b->v[b->n++] = (store_bind){.kind = 't', .t = t ? t : ""};
 }
 
-/* "(X = pk OR pk IN SAME(X))" for the column `col` against expression X */
-static void same_person(buf *sql, store_binds *b, const char *col, const char *x, int x_is_bind, int64_t xv) {
-    buf_printf(sql, "(%s = ", col);
+/* X: a bound value, or an SQL expression pasted as is */
+static void put_x(buf *sql, store_binds *b, const char *x, int x_is_bind, int64_t xv) {
     if (x_is_bind) {
         buf_puts(sql, "?");
         bind_i(b, xv);
     } else {
         buf_puts(sql, x);
     }
+}
+
+/* "(X = pk OR pk IN SAME(X))" for the column `col` against expression X */
+static void same_person(buf *sql, store_binds *b, const char *col, const char *x, int x_is_bind, int64_t xv) {
+    buf_printf(sql, "(%s = ", col);
+    put_x(sql, b, x, x_is_bind, xv);
     buf_printf(sql, " OR %s IN (SELECT pk2.pkey FROM patient_key pk1"
                     " JOIN reg_source s1 ON s1.patient_id = pk1.patient_id"
                     " JOIN reg_source s2 ON s2.person_key = s1.person_key"
                     " JOIN patient_key pk2 ON pk2.patient_id = s2.patient_id WHERE pk1.pkey = ",
                col);
-    if (x_is_bind) {
-        buf_puts(sql, "?");
-        bind_i(b, xv);
-    } else {
-        buf_puts(sql, x);
-    }
+    put_x(sql, b, x, x_is_bind, xv);
     buf_puts(sql, "))");
 }
 
@@ -68,10 +70,13 @@ static void in_orgs(const store_scope *sc, buf *sql, store_binds *b, const char 
     buf_puts(sql, ")");
 }
 
+/* A claimed relationship (rel.c) counts for X itself only, not SAME(X). */
 static void rel(const store_scope *sc, buf *sql, store_binds *b, const char *x, int x_is_bind, int64_t xv) {
     buf_puts(sql, "EXISTS (SELECT 1 FROM acc_rel a WHERE ");
     same_person(sql, b, "a.pkey", x, x_is_bind, xv);
-    buf_puts(sql, " AND (");
+    buf_puts(sql, " AND (a.claimed = 0 OR a.pkey = ");
+    put_x(sql, b, x, x_is_bind, xv);
+    buf_puts(sql, ") AND (");
     in_orgs(sc, sql, b, "a.org");
     if (sc->practitioner && sc->practitioner[0]) {
         buf_puts(sql, " OR a.who = ?");
@@ -179,7 +184,7 @@ static int in_scope_orgs(const store_scope *sc, const char *org) {
 /* REL(X): does any relationship row of X's person name the scope's
  * organisations or its practitioner? */
 static status check_rel(store *s, db *d, const store_scope *sc, int64_t x, int *out, err *e) {
-    static const char sql[] = "SELECT org, who FROM acc_rel WHERE pkey = ? OR pkey IN " SAME_X;
+    static const char sql[] = "SELECT org, who, pkey, claimed FROM acc_rel WHERE pkey = ? OR pkey IN " SAME_X;
     db_stmt *st = NULL;
     *out = 0;
     status rc = s->drv->prepare(d, sql, 1, &st, e);
@@ -189,6 +194,7 @@ static status check_rel(store *s, db *d, const store_scope *sc, int64_t x, int *
     int r;
     while (!*out && (r = s->drv->step(st, e)) == 1) {
         const char *o = s->drv->col_text(st, 0, NULL), *who = s->drv->col_text(st, 1, NULL);
+        if (s->drv->col_int(st, 3) && s->drv->col_int(st, 2) != x) continue; /* claimed: X itself only */
         if (in_scope_orgs(sc, o) || (sc->practitioner && sc->practitioner[0] && who && strcmp(who, sc->practitioner) == 0))
             *out = 1;
     }

@@ -689,13 +689,13 @@ def cli_audit(s, *args):
 # ---- a forged relationship ---------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a duplicate registration forges a relationship: any role that may create a Patient registers a copy of a "
-    "person (same NHS number and demographics) at its own organisation; the registry links the copy to the "
-    "person, and the scope's relationship test spans every record of the person (SAME(X) in "
-    "src/store/store_scope.c rel(), fed by src/access/rel.c patient_rels from the writer's own claim), so the "
-    "whole record opens without break-glass or review"))
 def test_duplicate_registration_does_not_open_a_persons_record(server, attach):
+    """Any role that may create a Patient can register a copy of a person
+    (same NHS number and demographics) at its own organisation, and the
+    registry links the copy to the person. The relationship that copy
+    establishes is the user's own claim (acc_rel.claimed, src/access/rel.c):
+    it opens the copy, not the person's other records; for those the user
+    breaks the glass, which is flagged for review."""
     feed = Fhir(server.base, server.token)
     org = "FG" + uid()[:6].upper()
     ed = Fhir(server.base, add_user(server, "atk-ed-" + uid()[:8], "ed-clinician", org))
@@ -711,9 +711,25 @@ def test_duplicate_registration_does_not_open_a_persons_record(server, attach):
     r = ed.post("Patient", {"resourceType": "Patient", **demo,
                             "managingOrganization": {"reference": f"Organization/org-{org}"}})
     assert r.status_code == 201
+    copy = r.json()["id"]
     time.sleep(0.3)
     assert ed.get(f"Observation/{secret}").status_code == 403
     assert ed.get(f"Patient/{victim}").status_code == 403
+    assert secret not in ed.get("Observation", params={"patient": victim}).text
+    # the copy itself is theirs to read, and what they write in it
+    assert ed.get(f"Patient/{copy}").status_code == 200
+    note = ed.post("Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "seen"},
+                                   "subject": {"reference": f"Patient/{copy}"}})
+    assert note.status_code == 201, note.text
+    assert ed.get(f"Observation/{note.json()['id']}").status_code == 200
+    # a feed's relationship (the system account) still spans the person
+    feed.create({"resourceType": "Encounter", "status": "in-progress",
+                 "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"},
+                 "subject": {"reference": f"Patient/{copy}"},
+                 "serviceProvider": {"reference": f"Organization/org-{org}"},
+                 "period": {"start": "2024-01-01T10:00:00Z"}})
+    time.sleep(0.3)
+    assert ed.get(f"Observation/{secret}").status_code == 200
 
 
 def _nhs_number():

@@ -839,6 +839,7 @@ static void to_schema_8(fx *f, int keep_copy) {
            "INSERT INTO main.audit_log SELECT * FROM audit.audit_log;"
            "INSERT INTO main.audit_anchor SELECT * FROM audit.audit_anchor;"
            "DROP INDEX audit.audit_log_block_patient; DROP INDEX audit.audit_log_block_user;"
+           "ALTER TABLE acc_rel DROP COLUMN claimed;" /* migration 11 added it */
            "DELETE FROM concord_schema WHERE version >= 9;");
     if (keep_copy)
         sql_exec(f, "CREATE INDEX audit.audit_log_patient ON audit_log (pkey, seq);"
