@@ -52,7 +52,8 @@ static const unsigned perms[ROLE_COUNT][AREA_COUNT] = {
     [ROLE_ADMIN] = {0, 0, 0, 0, R | W | D, 0, 0, R | W | D, R | W, 0},
     [ROLE_PRIVACY_OFFICER] = {0, 0, 0, 0, R, R | W, 0, 0, 0, 0},
     [ROLE_PATIENT] = {R, R, R, R, R, R, 0, 0, 0, R | W},
-    [ROLE_SYSTEM] = {R | W | D | E | C, R | W | D | E | C, R | W | D | C, R | W | D | C, R | W | D, R | W, R | W | C, R | W, R | W, 0},
+    [ROLE_SYSTEM] = {R | W | D | E | C, R | W | D | E | C, R | W | D | C, R | W | D | C, R | W | D, R | W,
+                     R | W | C, R | W, R | W, 0},
 };
 
 static const char *const area_names[AREA_COUNT] = {
@@ -60,7 +61,9 @@ static const char *const area_names[AREA_COUNT] = {
     "audit",        "risk",     "ingest",     "registry",     "patient-authored",
 };
 
-const char *acc_area_name(acc_area a) { return a < AREA_COUNT ? area_names[a] : "?"; }
+const char *acc_area_name(acc_area a) {
+    return a < AREA_COUNT ? area_names[a] : "?";
+}
 
 int acc_allow(acc_role role, acc_area area, unsigned actions) {
     if (role <= ROLE_NONE || role >= ROLE_COUNT || area >= AREA_COUNT) return 0;
@@ -154,7 +157,9 @@ unsigned acc_sens_denied(acc_role role) {
     return role < ROLE_COUNT ? pol.denied[role] : ~0u;
 }
 
-static int is_icd10(const char *sys) { return strncmp(sys, "http://hl7.org/fhir/sid/icd-10", 30) == 0; }
+static int is_icd10(const char *sys) {
+    return strncmp(sys, "http://hl7.org/fhir/sid/icd-10", 30) == 0;
+}
 
 static void undot(const char *in, char *out, size_t n) {
     size_t j = 0;
@@ -164,6 +169,7 @@ static void undot(const char *in, char *out, size_t n) {
 }
 
 static unsigned code_category(const char *sys, const char *code) {
+    if (strcmp(sys, ACC_SENSITIVITY_SYSTEM) == 0) return acc_sens_parse(code);
     char nodot[64];
     int icd = is_icd10(sys);
     if (icd) {
@@ -177,6 +183,10 @@ static unsigned code_category(const char *sys, const char *code) {
         if (c->prefix ? strncmp(code, c->code, c->len) == 0 : strcmp(code, c->code) == 0) cat |= c->cat;
     }
     return cat;
+}
+
+unsigned acc_code_sensitivity(const char *system, const char *code) {
+    return system && code ? code_category(system, code) : 0;
 }
 
 static unsigned scan(json_t *j, int depth) {
@@ -203,7 +213,7 @@ static unsigned scan(json_t *j, int depth) {
 
 static void labeller(void *ctx, const char *type, json_t *res, store_label *out) {
     store_label_default(type, res, out);
-    if (pol.n) out->sens = scan(res, 0);
+    out->sens = scan(res, 0); /* explicit labels count even with an empty list */
 }
 
 static int open_data(const char *dir, const char *name, FILE **f, char *path, size_t n) {
@@ -240,8 +250,8 @@ status acc_policy_init(const char *dir, err *e) {
         char *sys = strtok(line, "\t"), *code = strtok(NULL, "\t"), *cat = strtok(NULL, "\t");
         unsigned bit = cat ? acc_sens_parse(cat) : 0;
         if (!sys || !code || !bit) {
-            rc = err_set(e, ST_INVALID, "invalid", NULL, "%s:%d: expected system, code and a known category", path,
-                         lineno);
+            rc = err_set(e, ST_INVALID, "invalid", NULL, "%s:%d: expected system, code and a known category",
+                         path, lineno);
             goto out;
         }
         if (pol.n == cap) {
@@ -267,7 +277,8 @@ status acc_policy_init(const char *dir, err *e) {
     fclose(f);
     f = NULL;
     /* every role is denied every category it is not listed for */
-    for (int r = 0; r < ROLE_COUNT; r++) pol.denied[r] = (1u << N_SENS) - 1;
+    for (int r = 0; r < ROLE_COUNT; r++)
+        pol.denied[r] = (1u << N_SENS) - 1;
     if (!open_data(dir, "sensitive-roles.tsv", &f, path, sizeof path)) {
         rc = err_set(e, ST_IO, "exception", path, "cannot read the sensitive-roles list");
         goto out;
@@ -280,11 +291,13 @@ status acc_policy_init(const char *dir, err *e) {
         char *cat = strtok(line, "\t"), *roles = strtok(NULL, "\t");
         unsigned bit = cat ? acc_sens_parse(cat) : 0;
         if (!bit || !roles) {
-            rc = err_set(e, ST_INVALID, "invalid", NULL, "%s:%d: expected a known category and roles", path, lineno);
+            rc = err_set(e, ST_INVALID, "invalid", NULL, "%s:%d: expected a known category and roles", path,
+                         lineno);
             goto out;
         }
         for (char *r = strtok(roles, ","); r; r = strtok(NULL, ",")) {
-            while (isspace((unsigned char)*r)) r++;
+            while (isspace((unsigned char)*r))
+                r++;
             acc_role role = acc_role_parse(r);
             if (role == ROLE_NONE) {
                 rc = err_set(e, ST_INVALID, "invalid", NULL, "%s:%d: unknown role '%s'", path, lineno, r);
@@ -349,8 +362,10 @@ static status org_children(store *s, const char *org, char kids[][16], int max, 
     for (int i = 0; i < org_cache.n; i++)
         if (strcmp(org_cache.v[i].org, org) == 0) slot = i;
     if (slot < 0) {
-        if (org_cache.n < ORG_CACHE) slot = org_cache.n++;
-        else slot = org_cache.next++ % ORG_CACHE;
+        if (org_cache.n < ORG_CACHE)
+            slot = org_cache.n++;
+        else
+            slot = org_cache.next++ % ORG_CACHE;
     }
     snprintf(org_cache.v[slot].org, 16, "%s", org);
     int keep = *n < STORE_SCOPE_MAX_ORGS - 1 ? *n : STORE_SCOPE_MAX_ORGS - 1;
@@ -362,7 +377,8 @@ static status org_children(store *s, const char *org, char kids[][16], int max, 
 }
 
 void acc_scope_fix(acc_scope *a) {
-    for (int i = 0; i < a->sc.norgs; i++) a->sc.orgs[i] = a->orgs[i];
+    for (int i = 0; i < a->sc.norgs; i++)
+        a->sc.orgs[i] = a->orgs[i];
     a->sc.self_pkeys = a->self;
 }
 
@@ -382,10 +398,9 @@ status acc_scope_for(store *s, const acc_principal *p, acc_scope *out, err *e) {
     sc->sens_denied = acc_sens_denied(p->role);
     sc->practitioner = p->practitioner[0] ? p->practitioner : NULL;
     /* roles with no read of any patient area see no patient data */
-    sc->patient_data = acc_allow(p->role, AREA_DEMOGRAPHICS, ACC_READ) ||
-                       acc_allow(p->role, AREA_CLINICAL, ACC_READ) ||
-                       acc_allow(p->role, AREA_MEDICATION, ACC_READ) ||
-                       acc_allow(p->role, AREA_COORDINATION, ACC_READ);
+    sc->patient_data =
+        acc_allow(p->role, AREA_DEMOGRAPHICS, ACC_READ) || acc_allow(p->role, AREA_CLINICAL, ACC_READ) ||
+        acc_allow(p->role, AREA_MEDICATION, ACC_READ) || acc_allow(p->role, AREA_COORDINATION, ACC_READ);
     if (p->org[0]) {
         snprintf(out->orgs[out->sc.norgs++], 16, "%s", p->org);
         int nk = 0;

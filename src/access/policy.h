@@ -47,6 +47,14 @@ int acc_allow(acc_role role, acc_area area, unsigned actions);
 unsigned acc_sens_denied(acc_role role);
 /* "mental-health" -> SENS_MENTAL_HEALTH; 0 if unknown. */
 unsigned acc_sens_parse(const char *name);
+/* The sensitive categories (SENS_*) of one code by the sensitive-codes
+ * list (system as a FHIR URL; ICD-10 compared without the dot); a code of
+ * ACC_SENSITIVITY_SYSTEM is a category by name. */
+unsigned acc_code_sensitivity(const char *system, const char *code);
+/* A resource labels itself sensitive with a coding of this system whose
+ * code is the category's name (in meta.security, say): concord's own
+ * derived records (a RiskAssessment explained by a depression) use it. */
+#define ACC_SENSITIVITY_SYSTEM "https://concord.example/CodeSystem/sensitivity"
 /* Names of the set bits, comma separated, into out. */
 void acc_sens_names(unsigned sens, char *out, size_t n);
 
@@ -71,8 +79,8 @@ void acc_scope_fix(acc_scope *a);
 
 /* Break-glass (glass.c): open a time-limited grant for the user on the
  * person whose patient record is `patient_id`; the reason is required. */
-status acc_glass_open(store *s, const acc_principal *p, const char *patient_id, const char *reason, int minutes,
-                      int64_t *expires_usec, int64_t *glass_key, err *e);
+status acc_glass_open(store *s, const acc_principal *p, const char *patient_id, const char *reason,
+                      int minutes, int64_t *expires_usec, int64_t *glass_key, err *e);
 /* Grants as JSON objects (newest first): all, or only those not reviewed. */
 status acc_glass_list(store *s, int unreviewed_only, json_t *out, err *e);
 status acc_glass_review(store *s, int64_t glass_key, const char *reviewer, const char *note, err *e);

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../access/policy.h"
 #include "risk_int.h"
 
 typedef struct fixed_feature {
@@ -226,6 +227,22 @@ int rk_explain(const risk_model *m, const double *x, rk_factor *out) {
         present[best] = 0;
     }
     return k;
+}
+
+unsigned rk_factor_sensitivity(const risk_codes *c, const char *code) {
+    if (!strcmp(code, "mental_health_contact_12m")) return acc_sens_parse("mental-health");
+    int g = -1;
+    for (int i = 0; i < c->nltc; i++)
+        if (!strcmp(c->ltc_id[i], code)) g = i;
+    if (g < 0) return 0;
+    unsigned sens = 0;
+    for (size_t i = 0; i < c->nslots; i++) {
+        const char *key = c->slots[i].key;
+        if (!key || !(c->slots[i].info.ltc & (1u << g)) || strlen(key) < 3 || key[1] != ':') continue;
+        sens |= acc_code_sensitivity(
+            key[0] == 's' ? "http://snomed.info/sct" : "http://hl7.org/fhir/sid/icd-10", key + 2);
+    }
+    return sens;
 }
 
 const char *rk_factor_code(const rk_factor *f, const risk_codes *c) {

@@ -255,6 +255,12 @@ int rk_explain(const risk_model *m, const double *x, rk_factor *out);
  * admissions in the last 12 months". */
 void rk_factor_label(const risk_codes *c, const rk_profile *pr, const rk_factor *f, char *out, size_t n);
 const char *rk_factor_code(const rk_factor *f, const risk_codes *c); /* "nel_12m", "ltc:copd" */
+/* The sensitive categories (src/access, SENS_*) a factor reveals: a
+ * condition group those of its codes by the sensitive-codes list, contact
+ * with mental health services mental health; 0 for the others. */
+unsigned rk_factor_sensitivity(const risk_codes *c, const char *code);
+/* A worklist row's "explanation": its factors' labels joined by "; ". */
+void rk_set_explanation(json_t *row);
 
 /* ---- logistic regression (logit.c) ---------------------------------------- */
 

@@ -46,6 +46,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../access/policy.h"
 #include "../base/log.h"
 #include "../fhir/fhirdate.h"
 #include "../fhir/json.h"
@@ -470,6 +471,22 @@ static void build_ra(const rk_scorer *sc, const rk_result *r, buf *b) {
     risk_format_day(sc->as_of + 365, end);
     buf_puts(b, "{\"resourceType\":\"RiskAssessment\",\"id\":");
     json_str(b, id);
+    /* factors that reveal a sensitive category (a depression) make the
+     * assessment as sensitive as the records behind them (src/access) */
+    unsigned sens = 0;
+    for (int i = 0; r->status == RK_OK && i < r->nfx; i++)
+        sens |= rk_factor_sensitivity(c, r->fx[i].code);
+    if (sens) {
+        buf_puts(b, ",\"meta\":{\"security\":[");
+        for (unsigned bit = 1, n = 0; bit; bit <<= 1) {
+            if (!(sens & bit)) continue;
+            char name[64];
+            acc_sens_names(bit, name, sizeof name);
+            buf_printf(b, "%s{\"system\":\"" ACC_SENSITIVITY_SYSTEM "\",\"code\":\"%s\"}", n++ ? "," : "",
+                       name);
+        }
+        buf_puts(b, "]}");
+    }
     buf_puts(b,
              ",\"status\":\"final\",\"method\":{\"coding\":[{\"system\":\"" MODEL_SYSTEM "\",\"version\":");
     json_str(b, sc->m->version);

@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "../access/guard.h"
+#include "../access/policy.h"
 #include "../base/log.h"
 #include "../store/store_int.h"
 #include "risk_int.h"
@@ -223,6 +224,27 @@ static int int_param(const char *query, const char *name, int lo, int hi, int *o
     return 0;
 }
 
+/* A worklist row explains its score by its top factors; a factor that
+ * reveals a category the user may not see (a depression, a mental health
+ * contact for a practice nurse) is left out of the row's factors and
+ * explanation, as the records behind it are. The score itself stays: it is
+ * a summary, not the record. */
+static void withhold_factors_of(const risk_codes *c, unsigned denied, json_t *row) {
+    json_t *factors = json_object_get(row, "factors");
+    for (size_t k = json_array_size(factors); k-- > 0;) {
+        const char *code = json_string_value(json_object_get(json_array_get(factors, k), "code"));
+        if (code && (rk_factor_sensitivity(c, code) & denied)) json_array_remove(factors, k);
+    }
+    if (json_object_get(row, "explanation")) rk_set_explanation(row);
+}
+
+static void withhold_sensitive_factors(const risk_codes *c, unsigned denied, json_t *out) {
+    if (!denied || !c) return;
+    size_t i;
+    json_t *row;
+    json_array_foreach(json_object_get(out, "rows"), i, row) withhold_factors_of(c, denied, row);
+}
+
 static void h_worklist(void *user, const rest_request *rq, rest_response *rs, const char *id) {
     risk_service *svc = user;
     (void)id;
@@ -262,6 +284,7 @@ static void h_worklist(void *user, const rest_request *rq, rest_response *rs, co
         rest_error(rs, &e);
         return;
     }
+    if (q.scope) withhold_sensitive_factors(svc->c, q.scope->sens_denied, out);
     /* each person listed, in their own access log */
     size_t i;
     json_t *row;
@@ -297,6 +320,15 @@ static void h_patient(void *user, const rest_request *rq, rest_response *rs, con
     if (risk_patient_result(svc->s, id ? id : "", &out, &e) != ST_OK) {
         rest_error(rs, &e);
         return;
+    }
+    acc_scope sc;
+    if (rq->who && svc->c) {
+        if (acc_scope_for(svc->s, rq->who, &sc, &e) != ST_OK) {
+            json_decref(out);
+            rest_error(rs, &e);
+            return;
+        }
+        if (sc.sc.sens_denied) withhold_factors_of(svc->c, sc.sc.sens_denied, out);
     }
     send_json(rs, 200, out);
 }

@@ -63,6 +63,19 @@ static json_t *index_json(double score, int has_score, const char *band) {
     return o;
 }
 
+void rk_set_explanation(json_t *row) {
+    buf why = {0};
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(row, "factors"), i, f) {
+        const char *label = json_string_value(json_object_get(f, "label"));
+        if (i) buf_puts(&why, "; ");
+        buf_puts(&why, label ? label : "");
+    }
+    json_object_set_new(row, "explanation", json_string(why.p ? why.p : ""));
+    buf_free(&why);
+}
+
 status risk_worklist(store *s, const risk_worklist_query *q, json_t **out, err *e) {
     *out = NULL;
     db *d = store_db(s, e);
@@ -168,16 +181,8 @@ status risk_worklist(store *s, const risk_worklist_query *q, json_t **out, err *
         const char *fj = drv->col_text(st, 18, NULL);
         json_t *factors = fj ? json_loads(fj, 0, NULL) : NULL;
         if (!factors) factors = json_array();
-        buf why = {0};
-        size_t i;
-        json_t *f;
-        json_array_foreach(factors, i, f) {
-            if (i) buf_puts(&why, "; ");
-            buf_puts(&why, json_string_value(json_object_get(f, "label")));
-        }
-        json_object_set_new(row, "explanation", json_string(why.p ? why.p : ""));
-        buf_free(&why);
         json_object_set_new(row, "factors", factors);
+        rk_set_explanation(row);
         risk_format_day((int32_t)drv->col_int(st, 19), day);
         json_object_set_new(row, "assessed", json_string(day)); /* when this result was reached */
         if (!model[0] && drv->col_text(st, 20, NULL))

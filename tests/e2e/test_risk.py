@@ -201,6 +201,43 @@ def test_worklists_are_scoped_and_every_listed_person_is_in_their_access_log(str
     assert ids and mine["total"] == len(ids), mine
     assert {row["practice"] for row in mine["rows"]} == {"Z90001"}
     assert len(everyone["rows"]) > len(ids), "the MDG covers other practices, which the GP does not see"
+    # A row's factors may reveal mental health (data/access/sensitive-roles.tsv):
+    # a practice nurse of the same practice sees the same people and scores,
+    # but not those factors. The demo's model rarely ranks them first, so one
+    # row's stored explanation is set to what a model weighing them would write.
+    pid = ids[0]
+    factors = [{"code": "depression", "label": "depression", "contribution": 0.9},
+               {"code": "mental_health_contact_12m",
+                "label": "in contact with mental health services in the last 12 months", "contribution": 0.5},
+               {"code": "copd", "label": "COPD", "contribution": 0.3}]
+    sql = "UPDATE risk_score SET factors = '%s' WHERE patient_id = '%s'" % (json.dumps(factors), pid)
+    if server.backend == "sqlite":
+        import sqlite3
+        con = sqlite3.connect(server.db, timeout=30)
+        con.execute(sql)
+        con.commit()
+        con.close()
+    else:
+        subprocess.run(["/usr/bin/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", server.db, "-c", sql],
+                       check=True, capture_output=True, timeout=60)
+
+    def row_of(client):
+        rows = client.get("$risk-worklist", params={"mdg": mdg, "_count": "1000"}).json()["rows"]
+        return {r["patient"]: r for r in rows}
+
+    nurse = Fhir(server.base, provision(concord_bin, stratified["db"], user="pn-" + uid()[:8],
+                                        role="practice-nurse", org="Z90001"))
+    as_gp, as_nurse = row_of(gp)[pid], row_of(nurse)
+    assert set(as_nurse) == set(ids)
+    assert [f["code"] for f in as_gp["factors"]] == ["depression", "mental_health_contact_12m", "copd"]
+    assert "depression" in as_gp["explanation"]
+    assert [f["code"] for f in as_nurse[pid]["factors"]] == ["copd"], as_nurse[pid]
+    assert as_nurse[pid]["explanation"] == "COPD"
+    assert as_nurse[pid]["probability"] == as_gp["probability"]
+    one = nurse.get(f"Patient/{pid}/$risk")
+    assert one.status_code == 200, one.text
+    assert [f["code"] for f in one.json()["factors"]] == ["copd"]
+    assert [f["code"] for f in gp.get(f"Patient/{pid}/$risk").json()["factors"]][0] == "depression"
     officer = Fhir(server.base, provision(concord_bin, stratified["db"], user="po-" + uid()[:8],
                                           role="privacy-officer", org="E2E01"))
     for pid in ids[:3]:

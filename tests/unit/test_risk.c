@@ -23,6 +23,8 @@
 
 #include <cmocka.h>
 
+#include "access/access.h"
+#include "access/policy.h"
 #include "fhir/json.h"
 #include "fhir/validate.h"
 #include "risk/risk.h"
@@ -548,6 +550,7 @@ static char *model_json(void) {
         if (!strcmp(fs.f[i].name, "age_80_84")) coef = 1.0;
         if (!strcmp(fs.f[i].name, "efi_score")) coef = 2.0;
         if (!strcmp(fs.f[i].name, "care_home")) coef = 0.5;
+        if (!strcmp(fs.f[i].name, "ltc_depression")) coef = 0.6;
         json_array_append_new(feats, json_pack("{s:s, s:f, s:f, s:f}", "name", fs.f[i].name, "coef", coef,
                                                "se", 0.1, "mean", 0.0));
     }
@@ -595,8 +598,6 @@ typedef struct fx {
     risk_model *m;
     err e;
 } fx;
-
-
 
 static int setup_any(void **state, int pg) {
     fx *f = calloc(1, sizeof *f);
@@ -866,6 +867,8 @@ static void test_scores_change_only_with_relevant_data(void **state) {
     assert_string_equal(json_string_value(json_object_get(ra, "occurrenceDateTime")), "2026-01-01");
     err ve;
     assert_int_equal(fhir_validate(ra, "RiskAssessment", &ve), ST_OK);
+    assert_null(json_object_get(json_object_get(ra, "meta"), "security"));
+    assert_int_equal(m.sens, 0);
     json_decref(ra);
     buf_free(&b);
     /* someone from the bottom of the pyramid with three emergency
@@ -895,6 +898,21 @@ static void test_scores_change_only_with_relevant_data(void **state) {
     assert_int_equal(ra_version(f, "old"), 2);
     assert_int_equal(ra_version(f, "a00"), 1);
     assert_int_equal(ra_version(f, "a03"), 2);
+    /* a depression among the reasons: the assessment is labelled mental
+     * health, and hidden as the depression's record is (src/access) */
+    err pe;
+    if (acc_policy_init(CONCORD_SOURCE_DIR "/data/access", &pe) != ST_OK) fail_msg("policy: %s", pe.msg);
+    put(f, CONDITION("old-c10", "old", "35489007", "2024-01-01"), NULL);
+    assert_int_equal(rescore(f), 1);
+    assert_int_equal(store_read(f->s, "RiskAssessment", "ra-old", 0, &b, &m, &f->e), ST_OK);
+    ra = J(b.p);
+    json_t *label = json_array_get(json_object_get(json_object_get(ra, "meta"), "security"), 0);
+    assert_string_equal(json_string_value(json_object_get(label, "system")), ACC_SENSITIVITY_SYSTEM);
+    assert_string_equal(json_string_value(json_object_get(label, "code")), "mental-health");
+    assert_int_equal(m.sens, acc_sens_parse("mental-health"));
+    assert_int_equal(fhir_validate(ra, "RiskAssessment", &ve), ST_OK);
+    json_decref(ra);
+    buf_free(&b);
 }
 
 static void test_worklists(void **state) {
@@ -1031,6 +1049,34 @@ static void test_postgresql_skipped(void **state) {
         cmocka_unit_test_setup_teardown(test_worklists, setup, teardown),                                    \
         cmocka_unit_test_setup_teardown(test_training_on_the_store, setup, teardown)
 
+/* Which factors reveal a sensitive category, derived from the code lists:
+ * a condition group by its codes in data/access/sensitive-codes.tsv
+ * (depression F32/F33 and serious mental illness F20-F31 are mental health;
+ * dementia F00-F03 is left visible there), mental health contact by
+ * definition; a RiskAssessment labelled with the category is hidden as the
+ * records are (the labeller reads ACC_SENSITIVITY_SYSTEM). */
+static void test_factor_sensitivity(void **state) {
+    (void)state;
+    err e;
+    if (acc_policy_init(CONCORD_SOURCE_DIR "/data/access", &e) != ST_OK) fail_msg("policy: %s", e.msg);
+    const risk_codes *c = codes();
+    unsigned mh = acc_sens_parse("mental-health");
+    assert_true(mh != 0);
+    assert_int_equal(rk_factor_sensitivity(c, "depression"), mh);
+    assert_int_equal(rk_factor_sensitivity(c, "smi"), mh);
+    assert_int_equal(rk_factor_sensitivity(c, "mental_health_contact_12m"), mh);
+    assert_int_equal(rk_factor_sensitivity(c, "dementia"), 0);
+    assert_int_equal(rk_factor_sensitivity(c, "copd"), 0);
+    assert_int_equal(rk_factor_sensitivity(c, "emergency_admissions_12m"), 0);
+    assert_int_equal(acc_code_sensitivity(ACC_SENSITIVITY_SYSTEM, "mental-health"), mh);
+    json_t *ra = json_pack("{s:s, s:{s:[{s:s, s:s}]}}", "resourceType", "RiskAssessment", "meta", "security",
+                           "system", ACC_SENSITIVITY_SYSTEM, "code", "mental-health");
+    store_label l;
+    store_label_of("RiskAssessment", ra, &l);
+    assert_int_equal(l.sens, mh);
+    json_decref(ra);
+}
+
 int main(void) {
     const struct CMUnitTest pure[] = {
         cmocka_unit_test(test_dates),
@@ -1045,6 +1091,7 @@ int main(void) {
         cmocka_unit_test(test_auroc),
         cmocka_unit_test(test_tiers_parse),
         cmocka_unit_test(test_model_file),
+        cmocka_unit_test(test_factor_sensitivity),
     };
     const struct CMUnitTest on_sqlite[] = {STORE_TESTS(setup_sqlite)};
     const struct CMUnitTest on_pg[] = {STORE_TESTS(setup_pg)};
