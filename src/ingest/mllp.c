@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../base/buf.h"
@@ -39,9 +40,9 @@
 #include "../base/netaddr.h"
 #include "hl7.h"
 
-#define VT 0x0B
-#define FS 0x1C
-#define CR 0x0D
+#define VT              0x0B
+#define FS              0x1C
+#define CR              0x0D
 #define IDLE_TIMEOUT_MS (10 * 60 * 1000)
 
 typedef struct conn {
@@ -52,6 +53,23 @@ typedef struct conn {
     char peer[64];
     struct conn *next;
 } conn;
+
+/* Refused connections in the access log, per address: the first
+ * REFUSALS_LOGGED of each minute one by one, the rest counted and written
+ * as one event when the minute is over (at the address's next refusal, when
+ * its slot is taken by another address, or at stop). Otherwise an address
+ * that keeps connecting writes an event per attempt, and its flood fills
+ * the log and slows the log's writer for every reader. The accept thread
+ * alone touches the table. */
+#define REFUSAL_SLOTS    256
+#define REFUSALS_LOGGED  10
+#define REFUSAL_WINDOW_S 60
+typedef struct refusal {
+    char ip[INET_ADDRSTRLEN]; /* "" = free */
+    time_t start;             /* the minute's start (monotonic seconds) */
+    int logged, unlogged;     /* this minute's refusals written and counted */
+    const char *why;          /* the last reason (a static string) */
+} refusal;
 
 struct mllp_server {
     ingest *g;
@@ -67,6 +85,7 @@ struct mllp_server {
     conn *conns;
     int nconns;
     int stopping;
+    refusal refused[REFUSAL_SLOTS];
 };
 
 static int write_all(int fd, const char *p, size_t n) {
@@ -110,8 +129,8 @@ static int send_frame(conn *c, const buf *ack) {
 /* An oversized frame: quarantine what we kept of it, answer AR. */
 static void oversized(conn *c, const buf *frame, size_t total) {
     char reason[128];
-    snprintf(reason, sizeof reason, "frame of %zu bytes exceeds the limit of %zu bytes (first %zu kept)", total,
-             c->srv->max_frame, frame->len);
+    snprintf(reason, sizeof reason, "frame of %zu bytes exceeds the limit of %zu bytes (first %zu kept)",
+             total, c->srv->max_frame, frame->len);
     ingest_quarantine_raw(c->srv->g, frame->p, frame->len, c->peer, reason);
     arena a = {0};
     hl7_msg *m = NULL;
@@ -178,7 +197,8 @@ static void *conn_main(void *arg) {
             if (!in_frame) {
                 if (ch == VT) {
                     if (junk.len) {
-                        ingest_quarantine_raw(srv->g, junk.p, junk.len, c->peer, "bytes outside an MLLP frame");
+                        ingest_quarantine_raw(srv->g, junk.p, junk.len, c->peer,
+                                              "bytes outside an MLLP frame");
                         buf_reset(&junk);
                     }
                     in_frame = 1;
@@ -239,10 +259,7 @@ out:
     return NULL;
 }
 
-/* A peer that may not connect: logged, and written to the access log as a
- * failed sign-in (outcome 4, minor failure) from its address. */
-static void refuse(mllp_server *srv, const char *ip, int port, const char *why) {
-    log_warn("mllp: refused a connection from %s:%d: %s", ip, port, why);
+static void refusal_event(mllp_server *srv, const char *ip, const char *reason) {
     if (!srv->audit) return;
     char request[64];
     snprintf(request, sizeof request, "MLLP connection to port %d", srv->port);
@@ -251,13 +268,58 @@ static void refuse(mllp_server *srv, const char *ip, int port, const char *why) 
         .action = "login-failed",
         .outcome = "4",
         .purpose = "HSYSADMIN",
-        .reason = why,
+        .reason = reason,
         .source = ip,
         .request = request,
     };
     err e;
     if (audit_append(srv->audit, &ev, 0, &e) != ST_OK)
         log_error("access log: cannot append (login-failed): %s", e.msg);
+}
+
+/* The count of a slot's minute, as one event, and the slot emptied. */
+static void refusal_flush(mllp_server *srv, refusal *r) {
+    if (r->ip[0] && r->unlogged) {
+        char reason[256];
+        snprintf(
+            reason, sizeof reason,
+            "%d more connections refused within a minute of the first (only %d a minute are logged one by "
+            "one): %s",
+            r->unlogged, REFUSALS_LOGGED, r->why ? r->why : "");
+        log_warn("mllp: refused %d more connections from %s", r->unlogged, r->ip);
+        refusal_event(srv, r->ip, reason);
+    }
+    memset(r, 0, sizeof *r);
+}
+
+static time_t mono_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec;
+}
+
+/* A peer that may not connect: logged, and written to the access log as a
+ * failed sign-in (outcome 4, minor failure) from its address, within the
+ * per-address limit above. */
+static void refuse(mllp_server *srv, const char *ip, int port, const char *why) {
+    uint32_t h = 2166136261u; /* FNV-1a of the address */
+    for (const char *p = ip; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    refusal *r = &srv->refused[h % REFUSAL_SLOTS];
+    time_t now = mono_s();
+    if (r->ip[0] && (strcmp(r->ip, ip) != 0 || now - r->start >= REFUSAL_WINDOW_S)) refusal_flush(srv, r);
+    if (!r->ip[0]) {
+        snprintf(r->ip, sizeof r->ip, "%s", ip);
+        r->start = now;
+    }
+    r->why = why;
+    if (r->logged >= REFUSALS_LOGGED) {
+        r->unlogged++;
+        return;
+    }
+    r->logged++;
+    log_warn("mllp: refused a connection from %s:%d: %s", ip, port, why);
+    refusal_event(srv, ip, why);
 }
 
 /* Who the peer at `sa` is: its entry in the peers file, or NULL with
@@ -359,8 +421,10 @@ status mllp_start(ingest *g, const mllp_config *cfg, mllp_server **out, err *e) 
     srv->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(srv->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (srv->lfd < 0 || bind(srv->lfd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(srv->lfd, 128) != 0) {
-        status st = err_set(e, ST_IO, "exception", "--mllp", "cannot listen on %s:%d: %s", addr, port, strerror(errno));
+    if (srv->lfd < 0 || bind(srv->lfd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+        listen(srv->lfd, 128) != 0) {
+        status st = err_set(e, ST_IO, "exception", "--mllp", "cannot listen on %s:%d: %s", addr, port,
+                            strerror(errno));
         if (srv->lfd >= 0) close(srv->lfd);
         free(srv);
         return st;
@@ -382,7 +446,9 @@ status mllp_start(ingest *g, const mllp_config *cfg, mllp_server **out, err *e) 
     return ST_OK;
 }
 
-int mllp_port(const mllp_server *m) { return m->port; }
+int mllp_port(const mllp_server *m) {
+    return m->port;
+}
 
 void mllp_stop(mllp_server *srv) {
     if (!srv) return;
@@ -392,11 +458,15 @@ void mllp_stop(mllp_server *srv) {
     shutdown(srv->lfd, SHUT_RDWR);
     close(srv->lfd);
     pthread_join(srv->acceptor, NULL);
+    for (int i = 0; i < REFUSAL_SLOTS; i++)
+        refusal_flush(srv, &srv->refused[i]);
     /* wake the readers: a connection in the middle of a message finishes
      * it (ingest answers after the commit) and then sees end of input */
     pthread_mutex_lock(&srv->lock);
-    for (conn *c = srv->conns; c; c = c->next) shutdown(c->fd, SHUT_RD);
-    while (srv->nconns > 0) pthread_cond_wait(&srv->gone, &srv->lock);
+    for (conn *c = srv->conns; c; c = c->next)
+        shutdown(c->fd, SHUT_RD);
+    while (srv->nconns > 0)
+        pthread_cond_wait(&srv->gone, &srv->lock);
     pthread_mutex_unlock(&srv->lock);
     pthread_mutex_destroy(&srv->lock);
     pthread_cond_destroy(&srv->gone);

@@ -343,6 +343,27 @@ def test_a_connection_from_an_address_not_listed_is_closed_and_logged(tls_server
     assert s.proc.poll() is None  # still serving
 
 
+def test_refusals_from_one_address_are_logged_ten_a_minute_and_the_rest_counted(tls_servers, tmp_path):
+    """An address that keeps connecting does not write an access-log event
+    per attempt: ten a minute one by one, then one event with the count
+    (written when the minute is over, or at stop)."""
+    s = tls_servers.start(["--mllp-peers", peers_file(tmp_path, "10.0.0.0/8 RYJ\n")])
+    for _ in range(25):
+        with socket.create_connection(("127.0.0.1", s.mllp_port), timeout=15) as c:
+            try:
+                assert c.recv(1) == b""  # closed by the server: this one was refused
+            except ConnectionResetError:
+                pass
+    assert s.stop() == 0
+    out = subprocess.run([s.binary, "audit", "list", "--action", "login-failed", "--json", "--limit", "1000",
+                          "--db", s.db], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    mine = [line for line in out.stdout.splitlines() if f"MLLP connection to port {s.mllp_port}" in line]
+    counted = [line for line in mine if "more connections refused" in line]
+    assert len(mine) - len(counted) == 10, mine
+    assert len(counted) == 1 and "15 more connections refused" in counted[0], counted
+
+
 # ---- refused at start ----------------------------------------------------------
 
 
