@@ -1388,20 +1388,18 @@ status audit_query(store *s, const audit_filter *f, json_t *entries_out, int64_t
     db *d = store_db(s, e);
     if (!d) return e ? e->code : ST_IO;
     const db_driver *drv = s->drv;
-    filter_sql(f, &where);
     /* By patient or by user: block by block (seq >> 16), newest first, each
      * block one probe of its index (schema.c, migration 10) */
-    const char *from = f->pkeys || f->user ? " FROM blocks, audit_log" : " FROM audit_log";
-    static const char blocks[] = "WITH RECURSIVE blocks(b) AS (SELECT (SELECT max(seq) FROM audit_log) >> 16"
-                                 " UNION ALL SELECT b - 1 FROM blocks WHERE b > 0) ";
-    static const char in_block[] = " AND (seq >> 16) = blocks.b";
     int blockwise = f->pkeys || f->user;
+    const char *from =
+        blockwise ? "WITH RECURSIVE blocks(b) AS (SELECT (SELECT max(seq) FROM audit_log) >> 16"
+                    " UNION ALL SELECT b - 1 FROM blocks WHERE b > 0) SELECT %s FROM blocks, audit_log"
+                  : "SELECT %s FROM audit_log";
+    filter_sql(f, &where);
+    if (blockwise) buf_puts(&where, " AND (seq >> 16) = blocks.b");
     if (total) {
-        if (blockwise) buf_puts(&sql, blocks);
-        buf_puts(&sql, "SELECT count(*)");
-        buf_puts(&sql, from);
+        buf_printf(&sql, from, "count(*)");
         buf_append(&sql, where.p, where.len);
-        if (blockwise) buf_puts(&sql, in_block);
         rc = drv->prepare(d, sql.p, 0, &st, e);
         if (rc != ST_OK) goto out;
         bind_filter(drv, st, f);
@@ -1415,11 +1413,8 @@ status audit_query(store *s, const audit_filter *f, json_t *entries_out, int64_t
         }
         buf_free(&sql);
     }
-    if (blockwise) buf_puts(&sql, blocks);
-    buf_puts(&sql, "SELECT " AUDIT_COLS);
-    buf_puts(&sql, from);
+    buf_printf(&sql, from, AUDIT_COLS);
     buf_append(&sql, where.p, where.len);
-    if (blockwise) buf_puts(&sql, in_block);
     buf_puts(&sql, " ORDER BY seq DESC LIMIT ? OFFSET ?");
     rc = drv->prepare(d, sql.p, 0, &st, e);
     if (rc != ST_OK) goto out;

@@ -382,6 +382,7 @@ status risk_codes_load(const char *dir, risk_codes **out, err *e) {
     risk_codes *c = calloc(1, sizeof *c);
     if (!c) return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
     snprintf(c->dir, sizeof c->dir, "%s", dir);
+    pthread_mutex_init(&c->sens_lock, NULL);
     c->nslots = 4096;
     c->slots = calloc(c->nslots, sizeof *c->slots);
     if (!c->slots) {
@@ -411,6 +412,7 @@ void risk_codes_free(risk_codes *c) {
     for (size_t i = 0; i < c->nslots; i++)
         free(c->slots[i].key);
     free(c->slots);
+    pthread_mutex_destroy(&c->sens_lock);
     free(c);
 }
 

@@ -25,6 +25,7 @@
  * no method is recorded) starting in (date, date + 365].
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -229,20 +230,35 @@ int rk_explain(const risk_model *m, const double *x, rk_factor *out) {
     return k;
 }
 
+/* Each condition group's categories, in one pass over the code table (a
+ * worklist asks per row and factor, a risk run per person and factor). */
+static void ltc_sensitivity(risk_codes *c) {
+    pthread_mutex_lock(&c->sens_lock);
+    if (!atomic_load(&c->sens_ready)) {
+        memset(c->ltc_sens, 0, sizeof c->ltc_sens);
+        for (size_t i = 0; i < c->nslots; i++) {
+            const char *key = c->slots[i].key;
+            uint32_t groups = key ? c->slots[i].info.ltc : 0;
+            if (!groups || strlen(key) < 3 || key[1] != ':') continue;
+            unsigned sens = acc_code_sensitivity(
+                key[0] == 's' ? "http://snomed.info/sct" : "http://hl7.org/fhir/sid/icd-10", key + 2);
+            for (int g = 0; g < c->nltc; g++)
+                if (groups & (1u << g)) c->ltc_sens[g] |= sens;
+        }
+        atomic_store(&c->sens_ready, 1);
+    }
+    pthread_mutex_unlock(&c->sens_lock);
+}
+
 unsigned rk_factor_sensitivity(const risk_codes *c, const char *code) {
     if (!strcmp(code, "mental_health_contact_12m")) return acc_sens_parse("mental-health");
-    int g = -1;
-    for (int i = 0; i < c->nltc; i++)
-        if (!strcmp(c->ltc_id[i], code)) g = i;
-    if (g < 0) return 0;
-    unsigned sens = 0;
-    for (size_t i = 0; i < c->nslots; i++) {
-        const char *key = c->slots[i].key;
-        if (!key || !(c->slots[i].info.ltc & (1u << g)) || strlen(key) < 3 || key[1] != ':') continue;
-        sens |= acc_code_sensitivity(
-            key[0] == 's' ? "http://snomed.info/sct" : "http://hl7.org/fhir/sid/icd-10", key + 2);
+    for (int g = 0; g < c->nltc; g++) {
+        if (strcmp(c->ltc_id[g], code) != 0) continue;
+        risk_codes *m = (risk_codes *)c; /* the memo only */
+        if (!atomic_load(&m->sens_ready)) ltc_sensitivity(m);
+        return m->ltc_sens[g];
     }
-    return sens;
+    return 0;
 }
 
 const char *rk_factor_code(const rk_factor *f, const risk_codes *c) {

@@ -24,6 +24,7 @@
 #ifndef CONCORD_RISK_INT_H
 #define CONCORD_RISK_INT_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -135,6 +136,11 @@ struct risk_codes {
     rk_index_def def_efi, def_hfrs, def_charlson, def_lace;
     risk_tiers tiers;
     char dir[512];
+    /* rk_factor_sensitivity's table, computed once on first use (the
+     * access policy is loaded by then): categories of each condition group */
+    pthread_mutex_t sens_lock;
+    _Atomic int sens_ready;
+    unsigned ltc_sens[RK_MAX_LTC];
 };
 
 /* What a code of a system contributes (all-zero if nothing). ICD-10: the

@@ -65,8 +65,6 @@ typedef struct fx {
 
 static int pg_counter;
 
-
-
 /* A new empty database; its URL (SQLite path or postgresql:// URL) in out. */
 static int new_database(fx *f, char *out, size_t n) {
     if (!f->pg) {
@@ -116,23 +114,9 @@ static int teardown(void **state) {
     if (!f) return 0;
     if (f->tx) store_rollback(f->tx);
     store_close(f->s);
-    for (int i = 0; i < f->n_pg_dbs; i++) {
-        char sql[128];
-        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->pg_dbs[i]);
-        pg_admin_exec(sql);
-    }
-    if (f->dir[0]) {
-        DIR *d = opendir(f->dir);
-        struct dirent *de;
-        while (d && (de = readdir(d))) {
-            if (de->d_name[0] == '.') continue;
-            char p[600];
-            snprintf(p, sizeof p, "%s/%s", f->dir, de->d_name);
-            unlink(p);
-        }
-        if (d) closedir(d);
-        rmdir(f->dir);
-    }
+    for (int i = 0; i < f->n_pg_dbs; i++)
+        test_pg_drop(f->pg_dbs[i]);
+    test_dir_remove(f->dir);
     free(f);
     return 0;
 }
@@ -1695,7 +1679,8 @@ static status test_hook(void *ctx, store_txn *tx, const store_write_event *ev, e
     snprintf(h->last, sizeof h->last, "%s/%s", ev->type, ev->id);
     h->last_version = ev->version;
     if (!ev->deleted && (!ev->body || !ev->res)) return err_set(e, ST_INVALID, "exception", NULL, "no body");
-    if (strcmp(ev->id, "refused") == 0) return err_set(e, ST_INVALID, "business-rule", NULL, "refused by hook");
+    if (strcmp(ev->id, "refused") == 0)
+        return err_set(e, ST_INVALID, "business-rule", NULL, "refused by hook");
     return ST_OK;
 }
 

@@ -68,24 +68,32 @@ static inline int test_db_create(test_db *t, const char *name, const char *file,
     return 0;
 }
 
-/* Drop the database and remove the directory with everything in it. */
-static inline void test_db_drop(test_db *t) {
-    if (t->pg_db[0]) {
-        char sql[128];
-        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", t->pg_db);
-        pg_admin_exec(sql);
-    }
-    if (!t->dir[0]) return;
-    DIR *d = opendir(t->dir);
+/* DROP DATABASE name (a test's own, made by test_db_create or alike). */
+static inline void test_pg_drop(const char *name) {
+    char sql[128];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+    pg_admin_exec(sql);
+}
+
+/* Remove a test's directory with the files in it ("" is nothing). */
+static inline void test_dir_remove(const char *dir) {
+    if (!dir[0]) return;
+    DIR *d = opendir(dir);
     struct dirent *de;
     while (d && (de = readdir(d))) {
         if (de->d_name[0] == '.') continue;
         char p[600];
-        snprintf(p, sizeof p, "%s/%s", t->dir, de->d_name);
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
         unlink(p);
     }
     if (d) closedir(d);
-    rmdir(t->dir);
+    rmdir(dir);
+}
+
+/* Drop the database and remove the directory with everything in it. */
+static inline void test_db_drop(test_db *t) {
+    if (t->pg_db[0]) test_pg_drop(t->pg_db);
+    test_dir_remove(t->dir);
 }
 
 #endif
