@@ -28,7 +28,7 @@ One run:
      baseline / GP / system (the order reversed every other round), each a
      wrk run after a warm-up, with bench.py's read settings (2 threads, 32
      keep-alive connections, 20 s; quick 3 s). Every run must have no
-     errors. The access log (audit_log rows) must grow by about the number of
+     errors. The access log (events in audit_block) must grow by about the number of
      requests of each GP and system run.
   5. median requests/s and p99 per variant, overhead = 1 - GP / baseline
      (the GP reads evaluate the relationship query and write an access-log
@@ -76,6 +76,8 @@ import bench  # noqa: E402
 import population  # noqa: E402
 
 TARGET_OVERHEAD = 0.15
+# the access log's last seq: events are numbered 1, 2, 3 ... across blocks
+LAST_SEQ = "SELECT coalesce(max(last), 0) FROM audit_block"
 BASELINE_DEFAULT = "b102576"
 PRACTICE = ("bench-practice", "Y90001")  # Organization id, ODS code: the GP's practice
 GP_USER = "bench-gp"
@@ -260,13 +262,13 @@ class Side:
         from a queue within flush_ms, or later when its writer is behind:
         wait until there are at least `at_least` rows and the number has
         stopped moving for a second (at most `limit` s). The chain's seq runs
-        1, 2, 3 ... without gaps (docs/audit.md), so max(seq) is the count,
-        read from the index; audit_count() checks that at the end."""
+        1, 2, 3 ... without gaps (docs/audit.md), so the last block's last
+        seq is the count; audit_count() checks that at the end."""
         last, since = -1, time.time()
         t0 = time.time()
         while True:
             with self.ro(audit=True) as c:
-                n = c.execute("SELECT coalesce(max(seq), 0) FROM audit_log").fetchone()[0]
+                n = c.execute(LAST_SEQ).fetchone()[0]
             now = time.time()
             if n != last:
                 last, since = n, now
@@ -278,11 +280,12 @@ class Side:
 
     def audit_now(self):
         with self.ro(audit=True) as c:
-            return c.execute("SELECT coalesce(max(seq), 0) FROM audit_log").fetchone()[0]
+            return c.execute(LAST_SEQ).fetchone()[0]
 
     def audit_count(self):
         with self.ro(audit=True) as c:
-            return c.execute("SELECT count(*), coalesce(max(seq), 0) FROM audit_log").fetchone()
+            return c.execute("SELECT coalesce(sum(last - seq + 1), 0), coalesce(max(last), 0)"
+                             " FROM audit_block").fetchone()
 
     def stop(self):
         if self.server and self.server.alive():
@@ -339,6 +342,24 @@ def cpu_of(side):
     return side.server.cpu_seconds() if side and side.server and side.server.alive() else 0.0
 
 
+def writer_cpu_of(side):
+    """CPU seconds of the access log's writer thread (named "audit-writer"
+    by src/access/audit.c), 0 if there is none."""
+    if not (side and side.server and side.server.alive()):
+        return 0.0
+    base = "/proc/%d/task" % side.server.pid
+    try:
+        tids = os.listdir(base)
+    except OSError:
+        return 0.0
+    for tid in tids:
+        if bench.read_file("%s/%s/comm" % (base, tid)).strip() == "audit-writer":
+            f = bench.read_file("%s/%s/stat" % (base, tid)).rsplit(")", 1)[-1].split()
+            if len(f) >= 13:
+                return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def settle(sides, limit=300):
     """Wait until every server is idle (after a load a server may still be
     working in the background): under 3% of a core over 2 s."""
@@ -365,6 +386,7 @@ def one_run(cfg, side, client, rtype, patients, all_sides):
     la0 = loadavg()
     t0 = time.time()
     cpu0 = cpu_of(side)
+    wcpu0 = writer_cpu_of(side)
     r = bench.run_wrk(cfg, side.server, "access_read.lua", cfg.conns["read"], cfg.dur["read"], env)
     wall = time.time() - t0
     r["idle_servers_cpu_percent"] = sum(100.0 * (cpu_of(s) - c) / wall for s, c in zip(others, oc0))
@@ -385,6 +407,7 @@ def one_run(cfg, side, client, rtype, patients, all_sides):
         r["log_drain_s"] = time.time() - t_end
         r["server_cpu_us_per_request_with_log"] = 1e6 * (cpu_of(side) - cpu0) / r["ok_requests"]
         r["audit_rows_added"] = grown
+        r["writer_cpu_us_per_event"] = 1e6 * (writer_cpu_of(side) - wcpu0) / grown if grown else None
         # wrk counts the responses it read; requests still in flight when it
         # stopped (at most one per connection) are answered and logged too
         r["audit_rows_per_request"] = grown / r["requests"] if r["requests"] else None
@@ -437,8 +460,10 @@ PROFILE_BUCKETS = [
     ("scope of the principal (acc_scope_for)", ("acc_scope_for",), ()),
     ("access-log writer thread: WAL checkpoint", ("writer_main",), ("Checkpoint", "checkpoint")),
     ("access-log writer thread: commit (WAL write, fsync)", ("writer_main",), ("sq_commit",)),
-    ("access-log writer thread: row hash (BLAKE2b)", ("writer_main",), ("row_hash",)),
-    ("access-log writer thread: INSERT rows (4 b-trees)", ("writer_main",), ()),
+    ("access-log writer thread: event hash (BLAKE2b)", ("writer_main",), ("ablock_hash",)),
+    ("access-log writer thread: encoding the events", ("writer_main",), ("ablock_put",)),
+    ("access-log writer thread: index rows (patients, users)", ("writer_main",), ("put_patients", "cmp_")),
+    ("access-log writer thread: INSERT blocks", ("writer_main",), ()),
     ("access log: patient id of the event (guard_patient_id SQL)", ("guard_patient_id",), ()),
     ("access log: queueing the event (guard_audit, audit_append)", ("guard_audit", "audit_append"), ()),
     ("authentication (token check and cache)", ("auth_",), ()),
@@ -635,8 +660,9 @@ def main():
                         % (rnd, rtype, client, fmt_int(r["rps"]), r["latency_ms"]["p50"], r["latency_ms"]["p99"],
                            r["server_cpu_us_per_request_with_log"] or 0, r.get("other_cpu_percent") or 0,
                            r["loadavg_after"][0],
-                           "  log +%s (%s behind at the end)" % (fmt_int(r["audit_rows_added"]),
-                                                                 fmt_int(r["log_backlog_at_end"]))
+                           "  log +%s (%s behind at the end; writer %.1f us/event)"
+                           % (fmt_int(r["audit_rows_added"]), fmt_int(r["log_backlog_at_end"]),
+                              r.get("writer_cpu_us_per_event") or 0)
                            if "audit_rows_added" in r else ""))
         result["runs"] = runs
 

@@ -1,45 +1,40 @@
 /*
  * audit.c — the access log (audit.h): a bounded queue of events, one
  * writer thread that chains and commits them in batches, verification of
- * the chain, and the query that turns rows into FHIR R4 AuditEvents.
+ * the chain, and the query that turns events into FHIR R4 AuditEvents.
  *
- * On disk (migration 7, docs/audit.md):
- *   audit_log (seq, at, user_name, role, org, action, outcome, status,
- *              rtype, rid, pkey, patient_id, purpose, reason, source,
- *              request, prev, hash)
+ * On disk (migration 12, docs/audit.md; auditblock.h has the format):
+ *   audit_block (seq, last, at_min, at_max, hash, events): events seq..last,
+ *     their netstrings and hashes in one text column; hash = last's hash
+ *   audit_block_patient (grp, pkey, seq), audit_block_user (grp, user_name,
+ *     seq): which blocks name a patient or a user, once per block
  *   audit_anchor (id = 1, seq, hash, key_id, updated)
  *
- * The chain: seq counts up from 1 without gaps. prev of row 1 is 64 '0's;
- * prev of row n is the hash of row n-1. Every hash is
- *
- *   hash_n = hex(BLAKE2b-256(key; prev_n || ns(seq) || ns(at) ||
- *                ns(user_name) || ns(role) || ns(org) || ns(action) ||
- *                ns(outcome) || ns(status) || ns(rtype) || ns(rid) ||
- *                ns(pkey) || ns(patient_id) || ns(purpose) || ns(reason) ||
- *                ns(source) || ns(request)))
- *
- * where prev_n is the 64 hex characters, ns(x) is the netstring
- * "<decimal byte length>:<bytes>," of the column's value, integers written
- * in decimal ("-" for negatives, no leading zeros), and `key` is the 32
- * bytes of the key file (crypto_generichash, keyed). The anchor holds the
- * seq and hash of the last row, written in the transaction that appends
- * it, and key_id = hex(BLAKE2b-256(key)) (unkeyed), so that verification
- * can tell a wrong key from an altered log.
+ * The chain: seq counts up from 1 without gaps, across blocks. Every
+ * event's hash covers the one before it (auditblock.h), keyed with the
+ * 32 bytes of the key file (crypto_generichash, keyed). The anchor holds
+ * the seq and hash of the last event, written in the transaction that
+ * appends it, and key_id = hex(BLAKE2b-256(key)) (unkeyed), so that
+ * verification can tell a wrong key from an altered log.
  *
  * Invariants:
  *  - Only the writer thread appends, in one transaction per batch that
  *    first locks the anchor row (FOR UPDATE on PostgreSQL; SQLite's single
- *    writer), then continues from the last row actually in the table, so
- *    that several processes (a server and a CLI) sharing a database extend
- *    one chain.
+ *    writer), then continues from the last event actually stored, so that
+ *    several processes (a server and a CLI) sharing a database extend one
+ *    chain.
+ *  - A batch is written as blocks of at most BLOCK_MAX events: a query
+ *    for one patient decodes only the blocks that name them.
  *  - An event leaves the queue only once committed: nothing is dropped
  *    while the process lives. At close, events that cannot be written are
  *    written to the server log instead (log_error), each one.
- *  - If the anchor does not name the last row when a batch starts (rows
- *    were removed from the end of the log, or the anchor was altered), the
- *    batch first appends an "anchor mismatch" event saying so, so that the
- *    evidence survives the anchor moving on; verify reports it.
- *  - Stored strings are valid UTF-8 (PostgreSQL text) and bounded.
+ *  - If the anchor does not name the last event when a batch starts
+ *    (blocks were removed from the end of the log, or the anchor was
+ *    altered), the batch first appends an "anchor mismatch" event saying
+ *    so, so that the evidence survives the anchor moving on; verify
+ *    reports it.
+ *  - Stored strings are valid UTF-8 without NUL (PostgreSQL text) and
+ *    bounded.
  */
 #include "audit.h"
 
@@ -61,135 +56,21 @@
 #include "../fhir/fhirdate.h"
 #include "../store/store_int.h"
 #include "access.h"
+#include "auditblock.h"
 
-#define KEY_BYTES        32
-#define HASH_HEX         64
-#define SHORT_FIELD_MAX  256  /* bytes kept of short fields */
-#define LONG_FIELD_MAX   2000 /* bytes kept of reason and request */
+#define KEY_BYTES        AUDIT_KEY_BYTES
+#define HASH_HEX         AUDIT_HASH_HEX
 #define EAGER_BATCH      4096 /* this many waiting: write now, not at the end of flush_ms */
-#define VERIFY_PAGE      2000
+#define BLOCK_MAX        1024 /* events in one block */
+#define VERIFY_PAGE      64   /* blocks read at a time */
 #define CONFLICT_RETRIES 5
 
 static const char zero_hash[HASH_HEX + 1] =
     "0000000000000000000000000000000000000000000000000000000000000000";
 
-/* What the writer appends when the anchor does not name the last row. */
+/* What the writer appends when the anchor does not name the last event. */
 #define MISMATCH_SOURCE  "audit-writer"
 #define MISMATCH_REQUEST "audit anchor-mismatch"
-
-/* ---- rows --------------------------------------------------------------- */
-
-/* The text columns of a row, and its integer columns, in table order. */
-enum {
-    T_USER,
-    T_ROLE,
-    T_ORG,
-    T_ACTION,
-    T_OUTCOME,
-    T_RTYPE,
-    T_RID,
-    T_PATIENT,
-    T_PURPOSE,
-    T_REASON,
-    T_SOURCE,
-    T_REQUEST,
-    NT
-};
-enum { I_AT, I_STATUS, I_PKEY, NI };
-
-typedef struct arow {
-    int64_t seq;
-    int64_t num[NI];
-    const char *txt[NT];
-    size_t len[NT];
-} arow;
-
-/* The columns after seq, in table order: the order of the hash, of the
- * INSERT's and SELECT's column lists (AUDIT_COLS), and of their bindings. */
-static const struct column {
-    int text; /* 1: txt[idx], 0: num[idx] */
-    int idx;
-    size_t max; /* text: bytes kept */
-} columns[] = {
-    {0, I_AT, 0},
-    {1, T_USER, SHORT_FIELD_MAX},
-    {1, T_ROLE, SHORT_FIELD_MAX},
-    {1, T_ORG, SHORT_FIELD_MAX},
-    {1, T_ACTION, SHORT_FIELD_MAX},
-    {1, T_OUTCOME, SHORT_FIELD_MAX},
-    {0, I_STATUS, 0},
-    {1, T_RTYPE, SHORT_FIELD_MAX},
-    {1, T_RID, SHORT_FIELD_MAX},
-    {0, I_PKEY, 0},
-    {1, T_PATIENT, SHORT_FIELD_MAX},
-    {1, T_PURPOSE, SHORT_FIELD_MAX},
-    {1, T_REASON, LONG_FIELD_MAX},
-    {1, T_SOURCE, SHORT_FIELD_MAX},
-    {1, T_REQUEST, LONG_FIELD_MAX},
-};
-#define NCOLUMNS ((int)(sizeof columns / sizeof columns[0]))
-_Static_assert(sizeof columns / sizeof columns[0] == NT + NI, "every column once");
-
-#define AUDIT_COLS                                                                                           \
-    "seq, at, user_name, role, org, action, outcome, status, rtype, rid, pkey, patient_id, purpose, "        \
-    "reason, "                                                                                               \
-    "source, request, prev, hash"
-#define ROW_PARAMS   "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-#define ROWS_4       ROW_PARAMS ", " ROW_PARAMS ", " ROW_PARAMS ", " ROW_PARAMS
-#define INSERT_CHUNK 16
-
-/* Decimal digits of v into out (at least 21 bytes), as "%lld" would;
- * returns the length. The hash runs once per event: snprintf's parsing
- * was a fifth of the writer's time. */
-static size_t dec(char *out, int64_t v) {
-    char t[24];
-    size_t n = 0, k = 0;
-    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    do
-        t[n++] = (char)('0' + u % 10);
-    while ((u /= 10) != 0);
-    if (v < 0) out[k++] = '-';
-    while (n)
-        out[k++] = t[--n];
-    return k;
-}
-
-/* The hash's input is built in one buffer and hashed in one call: one
- * BLAKE2b update per field was a quarter of the writer's time. */
-typedef struct hin {
-    unsigned char *p;
-    size_t n, cap;
-    unsigned char local[1024];
-} hin;
-
-static void hin_put(hin *h, const void *p, size_t n) {
-    if (h->n + n > h->cap) {
-        size_t cap = (h->n + n) * 2;
-        unsigned char *q = malloc(cap);
-        if (!q) abort(); /* at most a few KiB: the fields are bounded */
-        memcpy(q, h->p, h->n);
-        if (h->p != h->local) free(h->p);
-        h->p = q;
-        h->cap = cap;
-    }
-    memcpy(h->p + h->n, p, n);
-    h->n += n;
-}
-
-/* "<length>:<bytes>," — each field unambiguous whatever it holds */
-static void ns_bytes(hin *h, const char *p, size_t n) {
-    char head[24];
-    size_t k = dec(head, (int64_t)n);
-    head[k++] = ':';
-    hin_put(h, head, k);
-    hin_put(h, p, n);
-    hin_put(h, ",", 1);
-}
-
-static void ns_int(hin *h, int64_t v) {
-    char t[24];
-    ns_bytes(h, t, dec(t, v));
-}
 
 static void to_hex(const unsigned char *b, size_t n, char *out) {
     static const char hex[] = "0123456789abcdef";
@@ -200,69 +81,41 @@ static void to_hex(const unsigned char *b, size_t n, char *out) {
     out[2 * n] = 0;
 }
 
-/* hash of row `r` following `prev` (64 hex chars), as hex into out[65]. */
-static void row_hash(const unsigned char key[KEY_BYTES], const char *prev, const arow *r,
-                     char out[HASH_HEX + 1]) {
-    hin h;
-    unsigned char md[32];
-    h.p = h.local;
-    h.n = 0;
-    h.cap = sizeof h.local;
-    hin_put(&h, prev, HASH_HEX);
-    ns_int(&h, r->seq);
-    for (int i = 0; i < NCOLUMNS; i++) {
-        const struct column *c = &columns[i];
-        if (c->text)
-            ns_bytes(&h, r->txt[c->idx], r->len[c->idx]);
-        else
-            ns_int(&h, r->num[c->idx]);
-    }
-    crypto_generichash(md, sizeof md, h.p, h.n, key, KEY_BYTES);
-    if (h.p != h.local) free(h.p);
-    to_hex(md, sizeof md, out);
+/* A block as read back: its columns and its events decoded (strings point
+ * into `text`, a copy the block owns). */
+typedef struct rblock {
+    int64_t first, last, at_min, at_max;
+    char hash[HASH_HEX + 1];
+    buf text;
+    ablock_ev *evs;
+    size_t cap;
+    long n;
+} rblock;
+
+static void rblock_free(rblock *b) {
+    buf_free(&b->text);
+    free(b->evs);
+    memset(b, 0, sizeof *b);
 }
 
-/* Bind row `r` with its prev and hash at parameters first..first+17; the
- * strings are borrowed (they outlive the statement's step). */
-static void bind_row(const db_driver *drv, db_stmt *st, int first, const arow *r, const char *prev,
-                     const char *hash) {
-    void (*text)(db_stmt *, int, const char *, int) =
-        drv->bind_text_ref ? drv->bind_text_ref : drv->bind_text;
-    int p = first;
-    drv->bind_int(st, p++, r->seq);
-    for (int i = 0; i < NCOLUMNS; i++) {
-        const struct column *c = &columns[i];
-        if (c->text)
-            text(st, p++, r->txt[c->idx], (int)r->len[c->idx]);
-        else
-            drv->bind_int(st, p++, r->num[c->idx]);
-    }
-    text(st, p++, prev, HASH_HEX);
-    text(st, p, hash, HASH_HEX);
-}
+#define BLOCK_COLS "seq, last, at_min, at_max, hash, events"
 
-/* Read a row selected with AUDIT_COLS; strings point into the statement's
- * row (valid until the next step). prev and hash may be NULL. */
-static void read_row(const db_driver *drv, db_stmt *st, arow *r, const char **prev, size_t *nprev,
-                     const char **hash, size_t *nhash) {
-    int col = 0;
-    r->seq = drv->col_int(st, col++);
-    for (int i = 0; i < NCOLUMNS; i++) {
-        const struct column *c = &columns[i];
-        if (c->text) {
-            size_t n = 0;
-            const char *t = drv->col_text(st, col++, &n);
-            r->txt[c->idx] = t ? t : "";
-            r->len[c->idx] = t ? n : 0;
-        } else {
-            r->num[c->idx] = drv->col_int(st, col++);
-        }
-    }
-    const char *p = drv->col_text(st, col, nprev), *h = drv->col_text(st, col + 1, nhash);
-    if (prev) *prev = p ? p : "";
-    if (hash) *hash = h ? h : "";
-    if (!p && nprev) *nprev = 0;
-    if (!h && nhash) *nhash = 0;
+static void copy_hex(char out[HASH_HEX + 1], const char *t, size_t n);
+
+/* Read a row selected with BLOCK_COLS into b (the events not decoded). */
+static void read_block(const db_driver *drv, db_stmt *st, rblock *b) {
+    size_t n = 0;
+    const char *t;
+    b->first = drv->col_int(st, 0);
+    b->last = drv->col_int(st, 1);
+    b->at_min = drv->col_int(st, 2);
+    b->at_max = drv->col_int(st, 3);
+    t = drv->col_text(st, 4, &n);
+    copy_hex(b->hash, t, n);
+    t = drv->col_text(st, 5, &n);
+    buf_reset(&b->text);
+    buf_append(&b->text, t ? t : "", t ? n : 0);
+    b->n = 0;
 }
 
 /* ---- UTF-8 -------------------------------------------------------------- */
@@ -304,6 +157,11 @@ static size_t kept_length(const char *s, size_t max) {
  * NUL-terminates; returns the length (== n). */
 static size_t utf8_clean(char *dst, const char *src, size_t n) {
     size_t i = 0;
+    /* ASCII (no byte >= 0x80; no NUL within a C string's length) is copied
+     * as it is: nearly every field of every event */
+    while (i < n && !((unsigned char)src[i] & 0x80))
+        i++;
+    memcpy(dst, src, i);
     while (i < n) {
         size_t k = utf8_seq((const unsigned char *)src + i, n - i);
         if (!k) {
@@ -466,9 +324,9 @@ static status read_anchor(const db_driver *drv, db *d, int lock, anchor *an, err
     return r < 0 ? e->code : ST_OK;
 }
 
-/* The last row's seq and hash (0 and 64 zeros for an empty log). */
+/* The last event's seq and hash (0 and 64 zeros for an empty log). */
 static status read_last(const db_driver *drv, db *d, int64_t *seq, char hash[HASH_HEX + 1], err *e) {
-    static const char sql[] = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
+    static const char sql[] = "SELECT last, hash FROM audit_block ORDER BY seq DESC LIMIT 1";
     db_stmt *st = NULL;
     *seq = 0;
     memcpy(hash, zero_hash, sizeof zero_hash);
@@ -518,6 +376,8 @@ typedef struct qev {
 struct audit_log {
     store *s;
     unsigned char key[KEY_BYTES];
+    crypto_generichash_state keyed; /* the key absorbed (ablock_keyed) */
+    buf wtext;                      /* the writer's block text */
     char key_id[HASH_HEX + 1];
     int flush_ms, sync_reads;
 
@@ -564,8 +424,8 @@ static qev *qev_copy(const audit_event *ev) {
         [T_REASON] = ev->reason, [T_SOURCE] = ev->source,      [T_REQUEST] = ev->request,
     };
     size_t keep[NT], total = 0;
-    for (int i = 0; i < NCOLUMNS; i++) {
-        const struct column *c = &columns[i];
+    for (int i = 0; i < AUDIT_NCOLUMNS; i++) {
+        const acolumn *c = &audit_columns[i];
         if (!c->text) continue;
         keep[c->idx] = src[c->idx] ? kept_length(src[c->idx], c->max) : 0;
         total += keep[c->idx] + 1;
@@ -585,26 +445,40 @@ static qev *qev_copy(const audit_event *ev) {
     return q;
 }
 
-/* Insert `n` rows (1 or INSERT_CHUNK) continuing the chain from *seq and
- * prev; advances both. */
-static status insert_rows(audit_log *a, const db_driver *drv, db *d, arow *const *rows, int n, int64_t *seq,
-                          char prev[HASH_HEX + 1], err *e) {
-    static const char one[] = "INSERT INTO audit_log (" AUDIT_COLS ") VALUES " ROW_PARAMS;
-    static const char chunk[] =
-        "INSERT INTO audit_log (" AUDIT_COLS ") VALUES " ROWS_4 ", " ROWS_4 ", " ROWS_4 ", " ROWS_4;
-    _Static_assert(INSERT_CHUNK == 16, "chunk SQL has 16 rows");
-    char prevs[INSERT_CHUNK][HASH_HEX + 1], hashes[INSERT_CHUNK][HASH_HEX + 1];
-    db_stmt *st = NULL;
-    status rc = drv->prepare(d, n == 1 ? one : chunk, 1, &st, e);
-    if (rc != ST_OK) return rc;
-    for (int i = 0; i < n; i++) {
-        rows[i]->seq = ++*seq;
-        memcpy(prevs[i], prev, HASH_HEX + 1);
-        row_hash(a->key, prevs[i], rows[i], hashes[i]);
-        memcpy(prev, hashes[i], HASH_HEX + 1);
-        bind_row(drv, st, 1 + i * (NCOLUMNS + 3), rows[i], prevs[i], hashes[i]);
+/* The events rows[0..n) as blocks of at most BLOCK_MAX, continuing the
+ * chain from *seq and prev; advances both. */
+static status write_blocks(audit_log *a, const db_driver *drv, db *d, arow *const *rows, size_t n,
+                           int64_t *seq, char prev[HASH_HEX + 1], err *e) {
+    status rc = ST_OK;
+    buf text = a->wtext; /* kept from batch to batch: a block is a few hundred KiB */
+    int64_t pkeys[BLOCK_MAX];
+    store_str users[BLOCK_MAX];
+    for (size_t i = 0; i < n && rc == ST_OK;) {
+        size_t m = n - i < BLOCK_MAX ? n - i : BLOCK_MAX;
+        store_audit_block b = {.first = *seq + 1, .pkeys = pkeys, .users = users, .npkeys = m, .nusers = m};
+        buf_reset(&text);
+        for (size_t j = 0; j < m; j++) {
+            arow *r = rows[i + j];
+            int64_t at = r->num[I_AT];
+            size_t off = text.len;
+            r->seq = ++*seq;
+            ablock_put(&text, r);
+            ablock_hash(&a->keyed, prev, r->seq, text.p + off, text.len - off, prev);
+            buf_append(&text, prev, HASH_HEX);
+            if (!j || at < b.at_min) b.at_min = at;
+            if (!j || at > b.at_max) b.at_max = at;
+            pkeys[j] = r->num[I_PKEY];
+            users[j] = (store_str){r->txt[T_USER], r->len[T_USER]};
+        }
+        b.last = *seq;
+        b.hash = prev;
+        b.text = text.p;
+        b.ntext = text.len;
+        rc = store_audit_put_block(drv, d, &b, e);
+        i += m;
     }
-    return step_done(drv, st, e);
+    a->wtext = text;
+    return rc;
 }
 
 /* The event that records an anchor that did not name the last row. */
@@ -619,7 +493,7 @@ static void mismatch_event(const anchor *an, int64_t last_seq, const char *last_
     else
         snprintf(reason, nreason,
                  "the access log's anchor named seq %lld (hash %.16s...) but the log ended at seq %lld (hash "
-                 "%.16s...) when the writer resumed: rows may have been removed from its end",
+                 "%.16s...) when the writer resumed: events may have been removed from its end",
                  (long long)an->seq, an->hash, (long long)last_seq, last_hash);
     audit_event ev = {.user = "concord",
                       .role = "system",
@@ -650,7 +524,9 @@ static status write_batch_once(audit_log *a, size_t head, size_t n, int64_t *hea
     char prev[HASH_HEX + 1];
     char reason[400];
     qev mm;
-    arow *rows[INSERT_CHUNK];
+    size_t k = 0;
+    arow **rows = malloc((n + 1) * sizeof *rows);
+    if (!rows) return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
     status rc = store_begin_audit(a->s, &tx, e);
     if (rc != ST_OK) goto out;
     db *d = tx->d;
@@ -665,18 +541,12 @@ static status write_batch_once(audit_log *a, size_t head, size_t n, int64_t *hea
     if ((!an.found && seq > 0) || (an.found && (an.seq != seq || strcmp(an.hash, prev) != 0))) {
         mismatch_event(&an, seq, prev, reason, sizeof reason, &mm);
         log_warn("audit: %s; recorded in the log", reason);
-        rows[0] = &mm.r;
-        rc = insert_rows(a, drv, d, rows, 1, &seq, prev, e);
-        if (rc != ST_OK) goto out;
+        rows[k++] = &mm.r;
     }
-    for (size_t i = 0; i < n;) {
-        int k = n - i >= INSERT_CHUNK ? INSERT_CHUNK : 1;
-        for (int j = 0; j < k; j++)
-            rows[j] = &a->ring[(head + i + (size_t)j) % AUDIT_QUEUE_MAX]->r;
-        rc = insert_rows(a, drv, d, rows, k, &seq, prev, e);
-        if (rc != ST_OK) goto out;
-        i += (size_t)k;
-    }
+    for (size_t i = 0; i < n; i++)
+        rows[k++] = &a->ring[(head + i) % AUDIT_QUEUE_MAX]->r;
+    rc = write_blocks(a, drv, d, rows, k, &seq, prev, e);
+    if (rc != ST_OK) goto out;
     static const char upd[] =
         "UPDATE audit_anchor SET seq = ?, hash = ?, key_id = ?, updated = ? WHERE id = 1";
     db_stmt *st = NULL;
@@ -696,6 +566,7 @@ static status write_batch_once(audit_log *a, size_t head, size_t n, int64_t *hea
     }
 out:
     if (tx) store_rollback(tx);
+    free(rows);
     return rc;
 }
 
@@ -841,6 +712,7 @@ status audit_open(store *s, const audit_config *cfg, audit_log **out, err *e) {
     rc = key_load(cfg ? cfg->key_path : NULL, 1, a->key, &created, e);
     if (rc != ST_OK) goto out;
     key_id_of(a->key, a->key_id);
+    ablock_keyed(&a->keyed, a->key);
     rc = check_log(a, e);
     if (rc != ST_OK) {
         if (created) unlink(cfg->key_path); /* do not leave a key that does not fit the log */
@@ -851,6 +723,7 @@ status audit_open(store *s, const audit_config *cfg, audit_log **out, err *e) {
         goto out;
     }
     a->started = 1;
+    pthread_setname_np(a->thread, "audit-writer"); /* its CPU is measured by bench/access.py */
 out:
     if (rc != ST_OK) {
         audit_close(a);
@@ -939,6 +812,7 @@ void audit_close(audit_log *a) {
         free(q);
     }
     free(a->ring);
+    buf_free(&a->wtext);
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->work);
     pthread_cond_destroy(&a->done);
@@ -949,16 +823,23 @@ void audit_close(audit_log *a) {
 
 /* ---- verify ----------------------------------------------------------- */
 
+/* Whether text field t of r (decoded without terminate) is s. */
+static int field_is(const arow *r, int t, const char *s) {
+    size_t n = strlen(s);
+    return r->len[t] == n && memcmp(r->txt[t], s, n) == 0;
+}
+
 static int is_mismatch_record(const arow *r) {
-    return strcmp(r->txt[T_ACTION], "admin") == 0 && strcmp(r->txt[T_SOURCE], MISMATCH_SOURCE) == 0 &&
-           strcmp(r->txt[T_REQUEST], MISMATCH_REQUEST) == 0;
+    return field_is(r, T_ACTION, "admin") && field_is(r, T_SOURCE, MISMATCH_SOURCE) &&
+           field_is(r, T_REQUEST, MISMATCH_REQUEST);
 }
 
 typedef struct verify_state {
-    const unsigned char *key;
+    crypto_generichash_state keyed;
     int key_mismatch;
     char want_key_id[HASH_HEX + 1], key_id[HASH_HEX + 1];
-    int64_t last;            /* last seq checked */
+    int64_t after;           /* seq of the last block read */
+    int64_t last;            /* last event checked */
     char prev[HASH_HEX + 1]; /* its hash */
     audit_verify_result *out;
 } verify_state;
@@ -974,76 +855,92 @@ static void verify_fail(verify_state *v, int64_t seq, const char *fmt, ...) {
     va_end(ap);
 }
 
-/* Check one row against the chain so far; 0 = fine, -1 = broken (out filled). */
-static int verify_row(verify_state *v, const arow *r, const char *prev, size_t nprev, const char *hash,
-                      size_t nhash) {
-    char want[HASH_HEX + 1];
+/* Check one block against the chain so far; 0 = fine, -1 = broken (out filled). */
+static int verify_block(verify_state *v, rblock *b) {
     int64_t expect = v->last + 1;
-    if (r->seq != expect) {
-        if (r->seq > expect && expect == r->seq - 1)
-            verify_fail(v, expect, "row %lld is missing (deleted): the log goes from %lld to %lld",
-                        (long long)expect, (long long)v->last, (long long)r->seq);
-        else if (r->seq > expect)
-            verify_fail(v, expect, "rows %lld to %lld are missing (deleted): the log goes from %lld to %lld",
-                        (long long)expect, (long long)(r->seq - 1), (long long)v->last, (long long)r->seq);
+    char why[160], want[HASH_HEX + 1];
+    if (b->first != expect) {
+        if (b->first == expect + 1)
+            verify_fail(v, expect, "event %lld is missing (deleted): the log goes from %lld to %lld",
+                        (long long)expect, (long long)v->last, (long long)b->first);
+        else if (b->first > expect)
+            verify_fail(
+                v, expect, "events %lld to %lld are missing (deleted): the log goes from %lld to %lld",
+                (long long)expect, (long long)(b->first - 1), (long long)v->last, (long long)b->first);
         else
-            verify_fail(v, r->seq, "row %lld is out of order (expected %lld)", (long long)r->seq,
-                        (long long)expect);
+            verify_fail(v, b->first, "a block starts at event %lld, after event %lld: blocks out of order",
+                        (long long)b->first, (long long)v->last);
         return -1;
     }
-    row_hash(v->key, v->prev, r, want);
-    if (nhash != HASH_HEX || memcmp(hash, want, HASH_HEX) != 0) {
-        if (v->key_mismatch)
-            verify_fail(v, r->seq,
-                        "the key does not match the one the log was written with (key id %.16s..., the log's "
-                        "%.16s...): row %lld does not verify with it",
-                        v->key_id, v->want_key_id, (long long)r->seq);
-        else if (nprev != HASH_HEX || memcmp(prev, v->prev, HASH_HEX) != 0)
-            verify_fail(v, r->seq, "row %lld does not follow row %lld: rows replaced or reordered",
-                        (long long)r->seq, (long long)v->last);
-        else
-            verify_fail(v, r->seq, "row %lld has been altered: its contents do not match its hash",
-                        (long long)r->seq);
+    long n = ablock_decode(b->text.p, b->text.len, b->first, 0, &b->evs, &b->cap, why, sizeof why);
+    b->n = n;
+    for (long i = 0; i < n; i++) {
+        const ablock_ev *ev = &b->evs[i];
+        ablock_hash(&v->keyed, v->prev, ev->r.seq, b->text.p + ev->off, ev->len, want);
+        if (memcmp(ev->hash, want, HASH_HEX) != 0) {
+            if (v->key_mismatch)
+                verify_fail(v, ev->r.seq,
+                            "the key does not match the one the log was written with (key id %.16s..., the "
+                            "log's %.16s...): event %lld does not verify with it",
+                            v->key_id, v->want_key_id, (long long)ev->r.seq);
+            else
+                verify_fail(v, ev->r.seq, "event %lld has been altered: its contents do not match its hash",
+                            (long long)ev->r.seq);
+            return -1;
+        }
+        v->out->rows++;
+        v->last = ev->r.seq;
+        memcpy(v->prev, want, sizeof want);
+        if (is_mismatch_record(&ev->r)) {
+            verify_fail(v, ev->r.seq,
+                        "at seq %lld the writer found the log truncated or its anchor altered: %.*s",
+                        (long long)ev->r.seq, (int)(ev->r.len[T_REASON] < 150 ? ev->r.len[T_REASON] : 150),
+                        ev->r.txt[T_REASON]);
+            return -1;
+        }
+    }
+    if (why[0]) {
+        verify_fail(v, b->first + n, "the block of events %lld to %lld has been altered: %s",
+                    (long long)b->first, (long long)b->last, why);
         return -1;
     }
-    if (nprev != HASH_HEX || memcmp(prev, v->prev, HASH_HEX) != 0) {
-        verify_fail(v, r->seq, "row %lld's prev has been altered", (long long)r->seq);
+    if (n == 0 || b->last != v->last) {
+        verify_fail(v, v->last + 1, "the block of events %lld to %lld holds %ld: it has been altered",
+                    (long long)b->first, (long long)b->last, n);
         return -1;
     }
-    v->out->rows++;
-    v->last = r->seq;
-    memcpy(v->prev, want, sizeof want);
-    if (is_mismatch_record(r)) {
-        verify_fail(v, r->seq, "at seq %lld the writer found the log truncated or its anchor altered: %.150s",
-                    (long long)r->seq, r->txt[T_REASON]);
+    if (strcmp(b->hash, v->prev) != 0) {
+        verify_fail(v, b->last,
+                    "the block ending at event %lld has been altered: its hash is not its last event's",
+                    (long long)b->last);
         return -1;
     }
     return 0;
 }
 
-/* Rows after v->last, in pages; *more = 0 when the end was reached. */
-static status verify_rows(const db_driver *drv, db *d, verify_state *v, err *e) {
-    static const char sql[] = "SELECT " AUDIT_COLS " FROM audit_log WHERE seq > ? ORDER BY seq LIMIT 2000";
-    _Static_assert(VERIFY_PAGE == 2000, "page size in the SQL");
+/* Blocks after v->after, in pages, to the end. */
+static status verify_blocks(const db_driver *drv, db *d, verify_state *v, err *e) {
+    static const char sql[] = "SELECT " BLOCK_COLS " FROM audit_block WHERE seq > ? ORDER BY seq LIMIT 64";
+    _Static_assert(VERIFY_PAGE == 64, "page size in the SQL");
     status rc = ST_OK;
+    rblock b = {0};
     for (;;) {
         db_stmt *st = NULL;
         int got = 0, r, broken = 0;
         rc = drv->prepare(d, sql, 1, &st, e);
         if (rc != ST_OK) break;
-        drv->bind_int(st, 1, v->last);
+        drv->bind_int(st, 1, v->after);
         while (!broken && (r = drv->step(st, e)) == 1) {
-            arow row;
-            const char *prev, *hash;
-            size_t nprev, nhash;
-            read_row(drv, st, &row, &prev, &nprev, &hash, &nhash);
+            read_block(drv, st, &b);
             got++;
-            broken = verify_row(v, &row, prev, nprev, hash, nhash) != 0;
+            v->after = b.first;
+            broken = verify_block(v, &b) != 0;
         }
         drv->done(st);
         if (!broken && r < 0) rc = e->code;
         if (rc != ST_OK || broken || got < VERIFY_PAGE) break;
     }
+    rblock_free(&b);
     return rc;
 }
 
@@ -1069,7 +966,7 @@ status audit_verify(store *s, const char *key_path, audit_verify_result *out, er
         goto out;
     }
     const db_driver *drv = s->drv;
-    v.key = key;
+    ablock_keyed(&v.keyed, key);
     v.out = out;
     key_id_of(key, v.key_id);
     memcpy(v.prev, zero_hash, sizeof zero_hash);
@@ -1079,22 +976,22 @@ status audit_verify(store *s, const char *key_path, audit_verify_result *out, er
         v.key_mismatch = 1;
         memcpy(v.want_key_id, an.key_id, sizeof an.key_id);
     }
-    /* Rows, then the anchor as it is now. The anchor moves with the rows
-     * in one transaction, so once every row was read it names the last
+    /* Events, then the anchor as it is now. The anchor moves with the
+     * events in one transaction, so once every block was read it names the last
      * one, or a later one appended meanwhile (read on). */
     for (int round = 0; round < 100 && out->ok; round++) {
-        rc = verify_rows(drv, d, &v, e);
+        rc = verify_blocks(drv, d, &v, e);
         if (rc != ST_OK || !out->ok) break;
         rc = read_anchor(drv, d, 0, &an, e);
         if (rc != ST_OK) break;
         if (an.found && an.seq > v.last) {
             int64_t before = v.last;
-            rc = verify_rows(drv, d, &v, e);
+            rc = verify_blocks(drv, d, &v, e);
             if (rc != ST_OK || !out->ok) break;
             if (v.last > before) continue; /* appended meanwhile: check the anchor again */
             verify_fail(&v, v.last + 1,
-                        "the log ends at seq %lld but its anchor says %lld: rows %lld to %lld were removed "
-                        "from the end",
+                        "the log ends at seq %lld but its anchor says %lld: events %lld to %lld were "
+                        "removed from the end",
                         (long long)v.last, (long long)an.seq, (long long)v.last + 1, (long long)an.seq);
         } else if (!an.found && v.last > 0) {
             verify_fail(&v, v.last, "the anchor is missing (deleted): the end of the log cannot be checked");
@@ -1104,7 +1001,7 @@ status audit_verify(store *s, const char *key_path, audit_verify_result *out, er
                         (long long)an.seq, (long long)v.last);
         } else if (an.found && an.seq > 0 && strcmp(an.hash, v.prev) != 0) {
             verify_fail(&v, an.seq,
-                        "the anchor's hash does not match row %lld: the anchor or the row was replaced",
+                        "the anchor's hash does not match event %lld: the anchor or the event was replaced",
                         (long long)an.seq);
         } else if (v.key_mismatch) {
             if (v.last == 0)
@@ -1114,7 +1011,7 @@ status audit_verify(store *s, const char *key_path, audit_verify_result *out, er
                             v.key_id, v.want_key_id);
             else
                 verify_fail(&v, 0,
-                            "every row verifies with this key but the anchor names another key (%.16s...): "
+                            "every event verifies with this key but the anchor names another key (%.16s...): "
                             "the anchor was altered",
                             v.want_key_id);
         }
@@ -1130,9 +1027,12 @@ out:
 status audit_row_hash(store *s, int64_t seq, char out[HASH_HEX + 1], err *e) {
     err local; /* the caller may pass no err; the drivers need one */
     if (!e) e = &local;
-    static const char sql[] = "SELECT hash FROM audit_log WHERE seq = ?";
+    static const char sql[] =
+        "SELECT " BLOCK_COLS " FROM audit_block WHERE seq <= ? ORDER BY seq DESC LIMIT 1";
     const db_driver *drv = s->drv;
     db_stmt *st = NULL;
+    rblock b = {0};
+    char why[160];
     out[0] = 0;
     db *d = store_db(s, e);
     if (!d) return e ? e->code : ST_IO;
@@ -1140,20 +1040,21 @@ status audit_row_hash(store *s, int64_t seq, char out[HASH_HEX + 1], err *e) {
     if (rc != ST_OK) return rc;
     drv->bind_int(st, 1, seq);
     int r = drv->step(st, e);
-    if (r == 1) {
-        size_t n;
-        const char *t = drv->col_text(st, 0, &n);
-        copy_hex(out, t, n);
-    }
+    if (r == 1) read_block(drv, st, &b);
     drv->done(st);
-    if (r < 0)
+    if (r < 0) {
         rc = e->code;
-    else if (r == 0)
-        rc = err_set(e, ST_NOT_FOUND, "not-found", NULL, "the access log has no row %lld", (long long)seq);
+    } else if (r == 1 && seq >= b.first && seq <= b.last) {
+        long n = ablock_decode(b.text.p, b.text.len, b.first, 0, &b.evs, &b.cap, why, sizeof why);
+        if (seq - b.first < n) copy_hex(out, b.evs[seq - b.first].hash, HASH_HEX);
+    }
+    if (rc == ST_OK && !out[0])
+        rc = err_set(e, ST_NOT_FOUND, "not-found", NULL, "the access log has no event %lld", (long long)seq);
+    rblock_free(&b);
     return rc;
 }
 
-/* ---- query: rows as FHIR AuditEvents ----------------------------------- */
+/* ---- query: events as FHIR AuditEvents ----------------------------------- */
 
 #define DCM                 "http://dicom.nema.org/resources/ontology/DCM"
 #define REST_INTERACTION    "http://hl7.org/fhir/restful-interaction"
@@ -1341,42 +1242,122 @@ static json_t *event_json(const arow *r) {
 
 #define MAX_QUERY_PKEYS 1000
 
-/* WHERE clause of a filter (bound by bind_filter in the same order). */
-static void filter_sql(const audit_filter *f, buf *sql) {
-    buf_puts(sql, " WHERE 1 = 1");
+/* Whether event r (decoded with terminate) passes f. */
+static int event_matches(const audit_filter *f, const arow *r) {
     if (f->pkeys) {
-        buf_puts(sql, " AND pkey IN (");
-        for (int i = 0; i < f->npkeys; i++)
-            buf_puts(sql, i ? ", ?" : "?");
-        if (f->npkeys == 0) buf_puts(sql, "NULL"); /* matches nothing */
-        buf_puts(sql, ")");
+        int found = 0;
+        for (int i = 0; i < f->npkeys && !found; i++)
+            found = f->pkeys[i] == r->num[I_PKEY];
+        if (!found) return 0;
     }
-    if (f->user) buf_puts(sql, " AND user_name = ?");
-    if (f->action) buf_puts(sql, " AND action = ?");
-    if (f->outcome) buf_puts(sql, " AND outcome = ?");
-    if (f->since_usec) buf_puts(sql, " AND at >= ?");
-    if (f->until_usec) buf_puts(sql, " AND at <= ?");
+    if (f->user && strcmp(r->txt[T_USER], f->user) != 0) return 0;
+    if (f->action && strcmp(r->txt[T_ACTION], f->action) != 0) return 0;
+    if (f->outcome && strcmp(r->txt[T_OUTCOME], f->outcome) != 0) return 0;
+    if (f->since_usec && r->num[I_AT] < f->since_usec) return 0;
+    if (f->until_usec && r->num[I_AT] > f->until_usec) return 0;
+    return 1;
 }
 
-static int bind_filter(const db_driver *drv, db_stmt *st, const audit_filter *f) {
+/* The blocks that may hold events passing f, newest first, into *out
+ * (seq only, or seq..at_max when read from audit_block itself). By patient
+ * or by user: group by group of 2^STORE_AUDIT_GROUP_BITS events, newest
+ * first, one probe of the group's index each (schema.c, migration 12). */
+typedef struct cand {
+    int64_t first, last, at_min, at_max;
+    int header; /* first..at_max known */
+} cand;
+
+static status candidates(const db_driver *drv, db *d, const audit_filter *f, cand **out, size_t *n, err *e) {
+    buf sql = {0};
+    db_stmt *st = NULL;
+    size_t cap = 0;
+    int indexed = f->pkeys || f->user;
+    *out = NULL;
+    *n = 0;
+    if (f->pkeys) {
+        buf_printf(&sql,
+                   "WITH RECURSIVE g(b) AS (SELECT (SELECT max(seq) FROM audit_block) >> %d UNION ALL"
+                   " SELECT b - 1 FROM g WHERE b > 0) SELECT DISTINCT p.seq FROM g, audit_block_patient p"
+                   " WHERE p.grp = g.b AND p.pkey IN (",
+                   STORE_AUDIT_GROUP_BITS);
+        for (int i = 0; i < f->npkeys; i++)
+            buf_puts(&sql, i ? ", ?" : "?");
+        buf_puts(&sql, f->npkeys ? ") ORDER BY p.seq DESC" : "NULL) ORDER BY p.seq DESC");
+    } else if (f->user) {
+        buf_printf(&sql,
+                   "WITH RECURSIVE g(b) AS (SELECT (SELECT max(seq) FROM audit_block) >> %d UNION ALL"
+                   " SELECT b - 1 FROM g WHERE b > 0) SELECT u.seq FROM g, audit_block_user u"
+                   " WHERE u.grp = g.b AND u.user_name = ? ORDER BY u.seq DESC",
+                   STORE_AUDIT_GROUP_BITS);
+    } else {
+        buf_puts(&sql, "SELECT seq, last, at_min, at_max FROM audit_block WHERE at_max >= ? AND at_min <= ?"
+                       " ORDER BY seq DESC");
+    }
+    status rc = drv->prepare(d, sql.p, 0, &st, e);
+    if (rc != ST_OK) goto out;
     int p = 1;
-    for (int i = 0; f->pkeys && i < f->npkeys; i++)
-        drv->bind_int(st, p++, f->pkeys[i]);
-    if (f->user) drv->bind_text(st, p++, f->user, -1);
-    if (f->action) drv->bind_text(st, p++, f->action, -1);
-    if (f->outcome) drv->bind_text(st, p++, f->outcome, -1);
-    if (f->since_usec) drv->bind_int(st, p++, f->since_usec);
-    if (f->until_usec) drv->bind_int(st, p++, f->until_usec);
-    return p;
+    if (f->pkeys)
+        for (int i = 0; i < f->npkeys; i++)
+            drv->bind_int(st, p++, f->pkeys[i]);
+    else if (f->user)
+        drv->bind_text(st, p++, f->user, -1);
+    else {
+        drv->bind_int(st, p++, f->since_usec ? f->since_usec : INT64_MIN);
+        drv->bind_int(st, p++, f->until_usec ? f->until_usec : INT64_MAX);
+    }
+    int r;
+    while ((r = drv->step(st, e)) == 1) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 64;
+            cand *grown = realloc(*out, cap * sizeof *grown);
+            if (!grown) {
+                rc = err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
+                break;
+            }
+            *out = grown;
+        }
+        cand *c = &(*out)[(*n)++];
+        memset(c, 0, sizeof *c);
+        c->first = drv->col_int(st, 0);
+        if (!indexed) {
+            c->last = drv->col_int(st, 1);
+            c->at_min = drv->col_int(st, 2);
+            c->at_max = drv->col_int(st, 3);
+            c->header = 1;
+        }
+    }
+    drv->done(st);
+    if (r < 0 && rc == ST_OK) rc = e->code;
+out:
+    buf_free(&sql);
+    return rc;
+}
+
+static status fetch_block(const db_driver *drv, db *d, int64_t seq, rblock *b, int *found, err *e) {
+    static const char sql[] = "SELECT " BLOCK_COLS " FROM audit_block WHERE seq = ?";
+    db_stmt *st = NULL;
+    *found = 0;
+    status rc = drv->prepare(d, sql, 1, &st, e);
+    if (rc != ST_OK) return rc;
+    drv->bind_int(st, 1, seq);
+    int r = drv->step(st, e);
+    if (r == 1) {
+        read_block(drv, st, b);
+        *found = 1;
+    }
+    drv->done(st);
+    return r < 0 ? e->code : ST_OK;
 }
 
 status audit_query(store *s, const audit_filter *f, json_t *entries_out, int64_t *total, err *e) {
     err local; /* the caller may pass no err; the drivers need one */
     if (!e) e = &local;
     status rc = ST_OK;
-    buf where = {0}, sql = {0};
-    db_stmt *st = NULL;
     audit_filter none = {0};
+    cand *cs = NULL;
+    size_t ncs = 0;
+    rblock b = {0};
+    char why[160];
     if (!f) f = &none;
     if (total) *total = 0;
     if (f->pkeys && (f->npkeys < 0 || f->npkeys > MAX_QUERY_PKEYS))
@@ -1384,53 +1365,57 @@ status audit_query(store *s, const audit_filter *f, json_t *entries_out, int64_t
                        MAX_QUERY_PKEYS);
     if (f->limit < 0 || f->offset < 0)
         return err_set(e, ST_INVALID, "invalid", NULL, "negative limit or offset");
-    int limit = f->limit == 0 ? 100 : f->limit > 10000 ? 10000 : f->limit;
+    int64_t want = f->limit == 0 ? 100 : f->limit > 10000 ? 10000 : f->limit, skip = f->offset, count = 0;
     db *d = store_db(s, e);
     if (!d) return e ? e->code : ST_IO;
     const db_driver *drv = s->drv;
-    /* By patient or by user: block by block (seq >> 16), newest first, each
-     * block one probe of its index (schema.c, migration 10) */
-    int blockwise = f->pkeys || f->user;
-    const char *from =
-        blockwise ? "WITH RECURSIVE blocks(b) AS (SELECT (SELECT max(seq) FROM audit_log) >> 16"
-                    " UNION ALL SELECT b - 1 FROM blocks WHERE b > 0) SELECT %s FROM blocks, audit_log"
-                  : "SELECT %s FROM audit_log";
-    filter_sql(f, &where);
-    if (blockwise) buf_puts(&where, " AND (seq >> 16) = blocks.b");
-    if (total) {
-        buf_printf(&sql, from, "count(*)");
-        buf_append(&sql, where.p, where.len);
-        rc = drv->prepare(d, sql.p, 0, &st, e);
-        if (rc != ST_OK) goto out;
-        bind_filter(drv, st, f);
-        int r = drv->step(st, e);
-        if (r == 1) *total = drv->col_int(st, 0);
-        drv->done(st);
-        st = NULL;
-        if (r < 0) {
-            rc = e->code;
-            goto out;
+    rc = candidates(drv, d, f, &cs, &ncs, e);
+    int per_event = f->pkeys || f->user || f->action || f->outcome;
+    for (size_t i = 0; rc == ST_OK && i < ncs && (total || want > 0); i++) {
+        cand *c = &cs[i];
+        int found = 1;
+        if (c->header) {
+            /* a block wholly inside the time window counts without reading
+             * its events, unless the page is in it */
+            int64_t nb = c->last - c->first + 1;
+            int whole = !per_event && (!f->since_usec || c->at_min >= f->since_usec) &&
+                        (!f->until_usec || c->at_max <= f->until_usec);
+            if (whole && (skip >= nb || want == 0)) {
+                count += nb;
+                skip -= skip >= nb ? nb : 0;
+                continue;
+            }
+            rc = fetch_block(drv, d, c->first, &b, &found, e);
+        } else {
+            rc = fetch_block(drv, d, c->first, &b, &found, e);
+            if (rc == ST_OK && found &&
+                ((f->since_usec && b.at_max < f->since_usec) || (f->until_usec && b.at_min > f->until_usec)))
+                continue;
         }
-        buf_free(&sql);
+        if (rc != ST_OK) break;
+        if (!found) continue; /* removed since the candidates were listed */
+        long n = ablock_decode(b.text.p, b.text.len, b.first, 1, &b.evs, &b.cap, why, sizeof why);
+        if (why[0]) {
+            rc = err_set(e, ST_IO, "exception", NULL,
+                         "the access log's block of events %lld to %lld is not readable (run concord audit "
+                         "verify): %s",
+                         (long long)b.first, (long long)b.last, why);
+            break;
+        }
+        for (long k = n - 1; k >= 0; k--) {
+            const arow *r = &b.evs[k].r;
+            if (!event_matches(f, r)) continue;
+            count++;
+            if (skip > 0) {
+                skip--;
+            } else if (want > 0) {
+                json_array_append_new(entries_out, event_json(r));
+                want--;
+            }
+        }
     }
-    buf_printf(&sql, from, AUDIT_COLS);
-    buf_append(&sql, where.p, where.len);
-    buf_puts(&sql, " ORDER BY seq DESC LIMIT ? OFFSET ?");
-    rc = drv->prepare(d, sql.p, 0, &st, e);
-    if (rc != ST_OK) goto out;
-    int p = bind_filter(drv, st, f);
-    drv->bind_int(st, p++, limit);
-    drv->bind_int(st, p, f->offset);
-    int r;
-    while ((r = drv->step(st, e)) == 1) {
-        arow row;
-        read_row(drv, st, &row, NULL, NULL, NULL, NULL);
-        json_array_append_new(entries_out, event_json(&row));
-    }
-    drv->done(st);
-    if (r < 0) rc = e->code;
-out:
-    buf_free(&where);
-    buf_free(&sql);
+    if (rc == ST_OK && total) *total = count;
+    free(cs);
+    rblock_free(&b);
     return rc;
 }

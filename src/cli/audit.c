@@ -3,8 +3,8 @@
  * (docs/audit.md).
  *
  *   concord audit verify [--db DB] [--audit-key FILE] [--expect SEQ:HASH]
- *       check the whole hash chain with the key; prints the rows checked
- *       and the head (seq and hash). --expect checks that row SEQ still
+ *       check the whole hash chain with the key; prints the events checked
+ *       and the head (seq and hash). --expect checks that event SEQ still
  *       has HASH, a head printed by an earlier verify and kept elsewhere.
  *       Exit 0 when intact, 1 when broken (the first bad seq and what is
  *       wrong) or when the check could not run.
@@ -130,17 +130,17 @@ static int do_verify(store *s, const audit_args *a, const char *key) {
                 e.msg);
         return 1;
     }
-    printf("rows checked: %lld\n", (long long)r.rows);
+    printf("events checked: %lld\n", (long long)r.rows);
     if (!r.ok) {
-        printf("head:         %s (the last row that verified)\n", r.head);
+        printf("head:           %s (the last event that verified)\n", r.head);
         printf("BROKEN at seq %lld: %s\n", (long long)r.first_bad_seq, r.problem);
         return 1;
     }
-    printf("head:         %lld:%s\n", (long long)r.rows, r.head);
+    printf("head:           %lld:%s\n", (long long)r.rows, r.head);
     if (want_seq) {
         char have[65];
         if (want_seq > r.rows || audit_row_hash(s, want_seq, have, &e) != ST_OK) {
-            printf("BROKEN at seq %lld: the expected row is gone: the log was cut back to %lld rows\n",
+            printf("BROKEN at seq %lld: the expected event is gone: the log was cut back to %lld events\n",
                    (long long)want_seq, (long long)r.rows);
             return 1;
         }
@@ -149,7 +149,7 @@ static int do_verify(store *s, const audit_args *a, const char *key) {
                    (long long)want_seq);
             return 1;
         }
-        printf("expected row %lld is present with its hash\n", (long long)want_seq);
+        printf("expected event %lld is present with its hash\n", (long long)want_seq);
     }
     printf("OK\n");
     return 0;
@@ -297,7 +297,8 @@ int cli_audit_command(store *s, const char *db) {
                       .source = "cli",
                       .request = req.p};
     if (audit_open(s, &cfg, &al, &e) != ST_OK || audit_append(al, &ev, 1, &e) != ST_OK) {
-        fprintf(stderr, "concord: cannot record this command in the access log, so not running it: %s\n", e.msg);
+        fprintf(stderr, "concord: cannot record this command in the access log, so not running it: %s\n",
+                e.msg);
         rc = 1;
     }
     audit_close(al);

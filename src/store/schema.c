@@ -37,12 +37,27 @@
  * one row per applied step.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "../base/buf.h"
 #include "../base/log.h"
+#include "../base/netstring.h"
 #include "store_int.h"
+
+/* The access log's blocks (migration 12; store_audit.c writes them). On
+ * PostgreSQL the events are stored uncompressed: they are written far more
+ * often than read, and pglz on every commit costs more than the bytes. */
+#define AUDIT_BLOCK_TABLES                                                                                   \
+    "CREATE TABLE IF NOT EXISTS {AUDIT}audit_block (seq {SEQKEY}, last BIGINT NOT NULL,"                     \
+    " at_min BIGINT NOT NULL, at_max BIGINT NOT NULL, hash {TEXT} NOT NULL, events TEXT NOT NULL);"          \
+    "{PG}ALTER TABLE audit_block ALTER COLUMN events SET STORAGE EXTERNAL;{/PG}"                             \
+    "CREATE INDEX IF NOT EXISTS {AUDIT}audit_block_at ON audit_block (at_max);"                              \
+    "CREATE TABLE IF NOT EXISTS {AUDIT}audit_block_patient (grp BIGINT NOT NULL, pkey BIGINT NOT NULL,"      \
+    " seq BIGINT NOT NULL, PRIMARY KEY (grp, pkey, seq)){NOROWID};"                                          \
+    "CREATE TABLE IF NOT EXISTS {AUDIT}audit_block_user (grp BIGINT NOT NULL, user_name {TEXT} NOT NULL,"    \
+    " seq BIGINT NOT NULL, PRIMARY KEY (grp, user_name, seq)){NOROWID};"
 
 static const char *const migrations[] = {
     /* 1: resources, history, search indexes */
@@ -281,6 +296,12 @@ static const char *const migrations[] = {
      * written in, not the rest of the person (store_scope.c). Rows from
      * before were all kept as feed relationships */
     "ALTER TABLE acc_rel ADD COLUMN claimed SMALLINT NOT NULL DEFAULT 0;",
+    /* 12: the access log is a table of blocks, one row per batch of events
+     * rather than one per event (src/access/auditblock.h; one row and four
+     * b-tree insertions per event were most of what logging a read cost).
+     * pack_audit_log has created the tables and repacked the rows, in a
+     * transaction of its own; this step is for a database that had none */
+    AUDIT_BLOCK_TABLES,
 };
 
 /* The access log's tables as they are in the audit file: the schema of
@@ -306,6 +327,112 @@ static const char move_audit_sql[] =
     " FROM main.audit_anchor WHERE true ON CONFLICT DO NOTHING;";
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
+
+static void expand(buf *out, const char *sql, int pg);
+
+/* Before step 12: the row-per-event log (audit_log) repacked into blocks
+ * of at most PACK_BLOCK events, each hash kept as it was (the chain's
+ * definition did not change: src/access/auditblock.h), then dropped. A gap
+ * in seq (rows deleted) stays a gap between blocks, so that verification
+ * still finds it. Idempotent: after a crash between the audit file's
+ * commit and the main file's, it finds no rows and drops an empty table. */
+#define PACK_BLOCK 1024
+static status pack_audit_log(const db_driver *drv, db *d, int pg, err *e) {
+    /* in the order of the hash: auditblock.h, audit_columns */
+    static const char sel[] =
+        "SELECT seq, at, user_name, role, org, action, outcome, status, rtype, rid, pkey, patient_id, "
+        "purpose, reason, source, request, hash FROM audit_log WHERE seq > ? ORDER BY seq LIMIT 1024";
+    _Static_assert(PACK_BLOCK == 1024, "LIMIT in the SQL");
+    enum { C_SEQ, C_AT, C_STATUS = 7, C_PKEY = 10, C_HASH = 16, NCOL = 17 };
+    buf sql = {0}, text = {0};
+    int64_t pkeys[PACK_BLOCK], after = 0, moved = 0;
+    store_str users[PACK_BLOCK];
+    char *names[PACK_BLOCK] = {0};
+    char hash[65] = {0};
+    status rc;
+    expand(&sql, AUDIT_BLOCK_TABLES, pg);
+    /* the legacy table as migrations 7-10 left it, if it is gone */
+    expand(&sql,
+           "CREATE TABLE IF NOT EXISTS {AUDIT}audit_log (seq BIGINT PRIMARY KEY, at BIGINT NOT NULL,"
+           " user_name TEXT NOT NULL, role TEXT NOT NULL, org TEXT NOT NULL, action TEXT NOT NULL,"
+           " outcome TEXT NOT NULL, status INTEGER NOT NULL, rtype TEXT NOT NULL, rid TEXT NOT NULL,"
+           " pkey BIGINT NOT NULL, patient_id TEXT NOT NULL, purpose TEXT NOT NULL, reason TEXT NOT NULL,"
+           " source TEXT NOT NULL, request TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);",
+           pg);
+    rc = drv->exec(d, sql.p, e);
+    for (int more = 1; rc == ST_OK && more;) {
+        db_stmt *st = NULL;
+        rc = drv->prepare(d, sel, 0, &st, e);
+        if (rc != ST_OK) break;
+        drv->bind_int(st, 1, after);
+        store_audit_block b = {.pkeys = pkeys, .users = users, .hash = hash};
+        size_t n = 0;
+        int r;
+        more = 0;
+        /* a page of rows, cut where seq jumps: each run its own block */
+        while ((r = drv->step(st, e)) == 1) {
+            int64_t seq = drv->col_int(st, C_SEQ);
+            more = 1;
+            if (n && seq != b.last + 1) break;
+            size_t len;
+            const char *t;
+            for (int c = 1; c < C_HASH; c++) {
+                if (c == C_AT || c == C_STATUS || c == C_PKEY) {
+                    ns_put_int(&text, drv->col_int(st, c));
+                } else {
+                    t = drv->col_text(st, c, &len);
+                    ns_put(&text, t ? t : "", t ? len : 0);
+                    if (c == C_AT + 1) {
+                        free(names[n]);
+                        names[n] = strndup(t ? t : "", t ? len : 0);
+                        if (!names[n]) abort();
+                        users[n] = (store_str){names[n], strlen(names[n])};
+                    }
+                }
+            }
+            t = drv->col_text(st, C_HASH, &len);
+            if (!t || len != 64) {
+                rc = err_set(e, ST_IO, "exception", NULL, "access log row %lld has no hash: not repacked",
+                             (long long)seq);
+                break;
+            }
+            memcpy(hash, t, 64);
+            buf_append(&text, t, 64);
+            int64_t at = drv->col_int(st, C_AT);
+            if (!n) {
+                b.first = seq;
+                b.at_min = b.at_max = at;
+            }
+            b.at_min = at < b.at_min ? at : b.at_min;
+            b.at_max = at > b.at_max ? at : b.at_max;
+            b.last = seq;
+            pkeys[n] = drv->col_int(st, C_PKEY);
+            n++;
+        }
+        drv->done(st);
+        if (r < 0 && rc == ST_OK) rc = e->code;
+        if (rc != ST_OK || !n) break;
+        b.text = text.p;
+        b.ntext = text.len;
+        b.npkeys = b.nusers = n;
+        rc = store_audit_put_block(drv, d, &b, e);
+        after = b.last;
+        moved += (int64_t)n;
+        buf_reset(&text);
+    }
+    if (rc == ST_OK) {
+        buf_reset(&sql);
+        expand(&sql, "DROP TABLE {AUDIT}audit_log", pg);
+        rc = drv->exec(d, sql.p, e);
+    }
+    if (rc == ST_OK && moved)
+        log_info("store: access log repacked into blocks: %lld events", (long long)moved);
+    for (size_t i = 0; i < PACK_BLOCK; i++)
+        free(names[i]);
+    buf_free(&sql);
+    buf_free(&text);
+    return rc;
+}
 
 int store_schema_version(void) {
     return N_MIGRATIONS;
@@ -370,7 +497,7 @@ status schema_migrate(store *s, db *d, int *applied, int *version, err *e) {
     const db_driver *drv = s->drv;
     int pg = drv == &db_pg_driver;
     status rc = ST_OK;
-    int n = 0, moved_audit = 0;
+    int n = 0, moved_audit = 0, packed_audit = 0;
     buf sql = {0};
     if (applied) *applied = 0;
 
@@ -411,6 +538,14 @@ status schema_migrate(store *s, db *d, int *applied, int *version, err *e) {
             if (rc == ST_OK) rc = drv->commit(d, e);
             if (rc != ST_OK) goto fail;
             moved_audit = 1;
+            continue;
+        }
+        if (cur == 11 && !packed_audit) {
+            /* before step 12, committed alone for the reason above */
+            rc = pack_audit_log(drv, d, pg, e);
+            if (rc == ST_OK) rc = drv->commit(d, e);
+            if (rc != ST_OK) goto fail;
+            packed_audit = 1;
             continue;
         }
         buf_reset(&sql);

@@ -116,6 +116,34 @@ struct store_txn {
     int user_claim;   /* store_txn_set_user_claim */
 };
 
+/* One block of the access log (src/access/auditblock.h has its format):
+ * events first..last, their text, the last one's hash, and what the
+ * indexes need — each event's patient key (0: none) and user name, in any
+ * order and repeated (sorted and deduplicated in place). The index rows
+ * are keyed by the group of 2^STORE_AUDIT_GROUP_BITS events the block
+ * starts in, so that each commit rewrites the few pages of the current
+ * group's part of the index rather than one page per patient all over it.
+ * 4,096: with 65,536 a commit of a thousand reads of random patients
+ * dirtied hundreds of index pages (a third of the writer's time went on
+ * that, bench/access.py); a query walks the groups, one probe each, about
+ * 250 per million events (src/access/audit.c). */
+#define STORE_AUDIT_GROUP_BITS 12
+typedef struct store_str {
+    const char *p;
+    size_t n;
+} store_str;
+typedef struct store_audit_block {
+    int64_t first, last, at_min, at_max;
+    const char *hash; /* 64 hex digits */
+    const char *text;
+    size_t ntext;
+    int64_t *pkeys;
+    size_t npkeys;
+    store_str *users;
+    size_t nusers;
+} store_audit_block;
+status store_audit_put_block(const db_driver *drv, db *d, const store_audit_block *b, err *e);
+
 /* This thread's connection to `s`, opened on first use. */
 db *store_db(store *s, err *e);
 

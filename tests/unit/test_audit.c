@@ -26,6 +26,7 @@
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,6 +39,8 @@
 #include <cmocka.h>
 
 #include "access/audit.h"
+#include "base/buf.h"
+#include "base/netstring.h"
 #include "fhir/validate.h"
 #include "store/store.h"
 #include "store/store_int.h"
@@ -117,6 +120,9 @@ static int64_t sql_int(fx *f, const char *sql) {
     return v;
 }
 
+/* How many events the log holds (audit_block: seq..last per block). */
+#define EVENTS "SELECT coalesce(sum(last - seq + 1), 0) FROM audit_block"
+
 static void append(fx *f, const char *user, const char *action, int64_t pkey, const char *pid,
                    const char *rtype, const char *rid, const char *reason, int wait) {
     audit_event ev = {
@@ -138,14 +144,16 @@ static void append(fx *f, const char *user, const char *action, int64_t pkey, co
     if (audit_append(f->a, &ev, wait, &f->e) != ST_OK) fail_msg("audit_append: %s", f->e.msg);
 }
 
-/* n events, then the log closed (everything durable). */
+/* n events, each committed alone (one block each: event i is block i, so
+ * that tampering with a block is tampering with one event), then the log
+ * closed. */
 static void fill(fx *f, int n) {
     open_log(f, 5);
     for (int i = 1; i <= n; i++) {
         char rid[32];
         snprintf(rid, sizeof rid, "o%d", i);
         append(f, i % 2 ? "alice" : "bob", i % 3 ? "read" : "search", 1 + i % 4, "p1", "Observation", rid, "",
-               0);
+               1);
     }
     close_log(f);
 }
@@ -218,39 +226,43 @@ static void test_threads_close_reopen_verify(void **state) {
         assert_int_equal(ap[k].rc, ST_OK);
     }
     close_log(f);
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log"), THREADS * EACH);
+    assert_int_equal(sql_int(f, EVENTS), THREADS * EACH);
 
     /* reopen: the chain continues */
     open_log(f, 10);
     for (int i = 0; i < 50; i++)
         append(f, "carol", "read", 9, "p9", "Patient", "p9", "", i == 49);
     audit_flush(f->a);
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log"), THREADS * EACH + 50);
+    assert_int_equal(sql_int(f, EVENTS), THREADS * EACH + 50);
     close_log(f);
 
     int64_t n = THREADS * EACH + 50;
-    assert_int_equal(sql_int(f, "SELECT min(seq) FROM audit_log"), 1);
-    assert_int_equal(sql_int(f, "SELECT max(seq) FROM audit_log"), n);
+    assert_int_equal(sql_int(f, "SELECT min(seq) FROM audit_block"), 1);
+    assert_int_equal(sql_int(f, "SELECT max(last) FROM audit_block"), n);
     assert_int_equal(sql_int(f, "SELECT seq FROM audit_anchor WHERE id = 1"), n);
-    /* each thread's events in the order it appended them */
-    err e;
-    db *d = store_db(f->s, &e);
-    db_stmt *st = NULL;
-    assert_int_equal(
-        f->s->drv->prepare(d, "SELECT pkey, rid FROM audit_log WHERE user_name <> 'carol' ORDER BY seq", 0,
-                           &st, &e),
-        ST_OK);
-    int last[THREADS + 1];
-    for (int k = 0; k <= THREADS; k++)
-        last[k] = -1;
-    while (f->s->drv->step(st, &e) == 1) {
-        int k = (int)f->s->drv->col_int(st, 0);
-        int i = atoi(f->s->drv->col_text(st, 1, NULL));
-        assert_true(k >= 1 && k <= THREADS);
-        assert_int_equal(i, last[k] + 1);
-        last[k] = i;
+    /* each thread's events in the order it appended them (the query gives
+     * them newest first) */
+    for (int k = 1; k <= THREADS; k++) {
+        char user[16];
+        snprintf(user, sizeof user, "user%d", k);
+        audit_filter flt = {.user = user, .limit = 10000};
+        json_t *arr = json_array();
+        int64_t total = 0;
+        assert_int_equal(audit_query(f->s, &flt, arr, &total, &f->e), ST_OK);
+        assert_int_equal(total, EACH);
+        assert_int_equal(json_array_size(arr), EACH);
+        for (int i = 0; i < EACH; i++) {
+            char want[32];
+            snprintf(want, sizeof want, "Encounter/%d", EACH - 1 - i);
+            const char *got = json_string_value(json_object_get(
+                json_object_get(json_array_get(json_object_get(json_array_get(arr, (size_t)i), "entity"), 0),
+                                "what"),
+                "reference"));
+            assert_non_null(got);
+            assert_string_equal(got, want);
+        }
+        json_decref(arr);
     }
-    f->s->drv->done(st);
 
     audit_verify_result r = verify(f, NULL);
     if (!r.ok) fail_msg("verify: %s at %lld", r.problem, (long long)r.first_bad_seq);
@@ -258,7 +270,7 @@ static void test_threads_close_reopen_verify(void **state) {
     assert_int_equal(r.first_bad_seq, 0);
     assert_int_equal(strlen(r.head), 64);
     char sql[200];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM audit_log WHERE seq = %lld AND hash = '%.64s'",
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM audit_block WHERE last = %lld AND hash = '%.64s'",
              (long long)n, r.head);
     assert_int_equal(sql_int(f, sql), 1);
     char h[65];
@@ -275,13 +287,14 @@ static void test_wait_means_durable(void **state) {
     append(f, "alice", "read", 1, "p1", "Patient", "p1", "", 0);
     append(f, "alice", "create", 1, "p1", "Observation", "o1", "", 1);
     /* the waiting append took everything queued before it into its commit */
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log"), 3);
+    assert_int_equal(sql_int(f, EVENTS), 3);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_block"), 1);
     append(f, "alice", "read", 1, "p1", "Patient", "p1", "", 0);
     audit_flush(f->a);
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log"), 4);
+    assert_int_equal(sql_int(f, EVENTS), 4);
     append(f, "alice", "read", 1, "p1", "Patient", "p1", "", 0);
     close_log(f); /* close flushes */
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log"), 5);
+    assert_int_equal(sql_int(f, EVENTS), 5);
     assert_true(verify(f, NULL).ok);
 }
 
@@ -294,10 +307,10 @@ static void test_database_failure_keeps_events(void **state) {
     if (f->pg)
         sql_exec(f, "CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS"
                     " $$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$;"
-                    "CREATE TRIGGER audit_down BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION "
+                    "CREATE TRIGGER audit_down BEFORE INSERT ON audit_block FOR EACH ROW EXECUTE FUNCTION "
                     "audit_down()");
     else
-        sql_exec(f, "CREATE TRIGGER audit.audit_down BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, "
+        sql_exec(f, "CREATE TRIGGER audit.audit_down BEFORE INSERT ON audit_block BEGIN SELECT RAISE(ABORT, "
                     "'disk on fire'); END"); /* SQLite: the log's own file (SQLITE_AUDIT_SUFFIX) */
     audit_event ev = {.user = "bob", .action = "create", .outcome = "0", .rtype = "Observation", .rid = "o9"};
     assert_int_equal(audit_append(f->a, &ev, 1, &f->e), ST_IO);
@@ -305,12 +318,13 @@ static void test_database_failure_keeps_events(void **state) {
     for (int i = 0; i < 10; i++)
         append(f, "bob", "read", 1, "p1", "Patient", "p1", "", 0);
     audit_flush(f->a); /* returns: the writer is failing */
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log"), 1);
-    sql_exec(f, f->pg ? "DROP TRIGGER audit_down ON audit_log; DROP FUNCTION audit_down()"
+    assert_int_equal(sql_int(f, EVENTS), 1);
+    sql_exec(f, f->pg ? "DROP TRIGGER audit_down ON audit_block; DROP FUNCTION audit_down()"
                       : "DROP TRIGGER audit.audit_down");
     append(f, "carol", "update", 1, "p1", "Patient", "p1", "", 1); /* waits for the retry to succeed */
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log"), 13);
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log WHERE rid = 'o9'"), 1);
+    assert_int_equal(sql_int(f, EVENTS), 13);
+    assert_int_equal(
+        sql_int(f, "SELECT count(*) FROM audit_block WHERE events LIKE '%11:Observation,2:o9,%'"), 1);
     close_log(f);
     audit_verify_result r = verify(f, NULL);
     if (!r.ok) fail_msg("verify: %s", r.problem);
@@ -350,7 +364,7 @@ static void test_two_writers_one_chain(void **state) {
     pthread_join(t, &res);
     assert_null(res);
     close_log(f);
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log"), 600);
+    assert_int_equal(sql_int(f, EVENTS), 600);
     audit_verify_result r = verify(f, NULL);
     if (!r.ok) fail_msg("verify: %s at %lld", r.problem, (long long)r.first_bad_seq);
     assert_int_equal(r.rows, 600);
@@ -377,7 +391,7 @@ static void test_altered_row(void **state) {
     fx *f = *state;
     fill(f, 20);
     assert_true(verify(f, NULL).ok);
-    sql_exec(f, "UPDATE audit_log SET reason = 'nothing to see' WHERE seq = 7");
+    sql_exec(f, "UPDATE audit_block SET events = replace(events, '0:,', '14:nothing to see,') WHERE seq = 7");
     audit_verify_result r = verify(f, NULL);
     assert_broken_at(&r, 7, "altered");
     assert_int_equal(r.rows, 6);
@@ -386,39 +400,76 @@ static void test_altered_row(void **state) {
 static void test_altered_row_with_its_hash_recomputed_unkeyed(void **state) {
     fx *f = *state;
     fill(f, 10);
-    /* change who read it and copy another row's hash over: still caught */
-    sql_exec(f,
-             "UPDATE audit_log SET user_name = 'mallory', hash = (SELECT hash FROM audit_log WHERE seq = 2)"
-             " WHERE seq = 3");
+    /* change who read it and copy another event's hash over: still caught */
+    sql_exec(f, "UPDATE audit_block SET events = replace(replace(events, '5:alice,', '7:mallory,'), hash,"
+                " (SELECT hash FROM audit_block WHERE seq = 2)), hash = (SELECT hash FROM audit_block WHERE"
+                " seq = 2) WHERE seq = 3");
     audit_verify_result r = verify(f, NULL);
     assert_broken_at(&r, 3, "altered");
 }
 
-static void test_prev_rewritten(void **state) {
+static void test_block_hash_rewritten(void **state) {
     fx *f = *state;
     fill(f, 10);
-    sql_exec(f,
-             "UPDATE audit_log SET prev = '1111111111111111111111111111111111111111111111111111111111111111'"
-             " WHERE seq = 4");
+    sql_exec(
+        f, "UPDATE audit_block SET hash = '1111111111111111111111111111111111111111111111111111111111111111'"
+           " WHERE seq = 4");
     audit_verify_result r = verify(f, NULL);
-    assert_broken_at(&r, 4, "prev");
+    assert_broken_at(&r, 4, "its hash is not its last event's");
+}
+
+/* Several events in one block: an event altered, removed or garbled in
+ * the middle of it is named. */
+static void test_tampering_inside_a_block(void **state) {
+    fx *f = *state;
+    open_log(f, 60000);
+    for (int i = 1; i <= 30; i++) {
+        char rid[32];
+        snprintf(rid, sizeof rid, "o%d", i);
+        append(f, i == 17 ? "carol" : "alice", "read", 1, "p1", "Observation", rid, "", i == 30);
+    }
+    close_log(f);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_block"), 1);
+    assert_true(verify(f, NULL).ok);
+    sql_exec(f, "UPDATE audit_block SET events = replace(events, '5:carol,', '5:carot,')");
+    audit_verify_result r = verify(f, NULL);
+    assert_broken_at(&r, 17, "event 17 has been altered");
+    assert_int_equal(r.rows, 16);
+    /* the event cut out of the text: the one after it takes its place */
+    sql_exec(f, "UPDATE audit_block SET events = replace(events, '5:carot,', '5:carol,')");
+    assert_true(verify(f, NULL).ok);
+    /* (event 17 starts 20 bytes before its user, "16:<at>,"; event 18 74
+     * bytes before its rid) */
+    sql_exec(f, f->pg ? "UPDATE audit_block SET events = substr(events, 1, strpos(events, '5:carol,') - 21)"
+                        " || substr(events, strpos(events, '3:o18,') - 74)"
+                      : "UPDATE audit_block SET events = substr(events, 1, instr(events, '5:carol,') - 21)"
+                        " || substr(events, instr(events, '3:o18,') - 74)");
+    r = verify(f, NULL);
+    assert_broken_at(&r, 17, "event 17 has been altered");
+    /* text garbled after event 3: events 1 to 3 still verify */
+    sql_exec(f,
+             f->pg ? "UPDATE audit_block SET events = substr(events, 1, strpos(events, '2:o4,') - 70) || 'x'"
+                   : "UPDATE audit_block SET events = substr(events, 1, instr(events, '2:o4,') - 70) || 'x'");
+    r = verify(f, NULL);
+    assert_broken_at(&r, 4, "not a well-formed field");
+    assert_int_equal(r.rows, 3);
 }
 
 static void test_deleted_middle_row(void **state) {
     fx *f = *state;
     fill(f, 20);
-    sql_exec(f, "DELETE FROM audit_log WHERE seq = 10");
+    sql_exec(f, "DELETE FROM audit_block WHERE seq = 10");
     audit_verify_result r = verify(f, NULL);
-    assert_broken_at(&r, 10, "missing");
-    sql_exec(f, "DELETE FROM audit_log WHERE seq = 11");
+    assert_broken_at(&r, 10, "event 10 is missing");
+    sql_exec(f, "DELETE FROM audit_block WHERE seq = 11");
     r = verify(f, NULL);
-    assert_broken_at(&r, 10, "rows 10 to 11 are missing");
+    assert_broken_at(&r, 10, "events 10 to 11 are missing");
 }
 
 static void test_deleted_first_row(void **state) {
     fx *f = *state;
     fill(f, 5);
-    sql_exec(f, "DELETE FROM audit_log WHERE seq = 1");
+    sql_exec(f, "DELETE FROM audit_block WHERE seq = 1");
     audit_verify_result r = verify(f, NULL);
     assert_broken_at(&r, 1, "missing");
 }
@@ -426,7 +477,7 @@ static void test_deleted_first_row(void **state) {
 static void test_deleted_last_rows(void **state) {
     fx *f = *state;
     fill(f, 20);
-    sql_exec(f, "DELETE FROM audit_log WHERE seq >= 19");
+    sql_exec(f, "DELETE FROM audit_block WHERE seq >= 19");
     audit_verify_result r = verify(f, NULL);
     assert_broken_at(&r, 19, "removed from the end");
     assert_int_equal(r.rows, 18);
@@ -435,10 +486,10 @@ static void test_deleted_last_rows(void **state) {
 static void test_reordered_rows(void **state) {
     fx *f = *state;
     fill(f, 10);
-    /* swap the contents of rows 5 and 6 by swapping their seq */
-    sql_exec(f, "UPDATE audit_log SET seq = -5 WHERE seq = 5");
-    sql_exec(f, "UPDATE audit_log SET seq = 5 WHERE seq = 6");
-    sql_exec(f, "UPDATE audit_log SET seq = 6 WHERE seq = -5");
+    /* swap events 5 and 6 by swapping their blocks' seq */
+    sql_exec(f, "UPDATE audit_block SET seq = -5, last = -5 WHERE seq = 5");
+    sql_exec(f, "UPDATE audit_block SET seq = 5, last = 5 WHERE seq = 6");
+    sql_exec(f, "UPDATE audit_block SET seq = 6, last = 6 WHERE seq = -5");
     audit_verify_result r = verify(f, NULL);
     assert_false(r.ok);
     assert_int_equal(r.first_bad_seq, 5);
@@ -456,7 +507,7 @@ static void test_anchor_deleted(void **state) {
 static void test_all_rows_deleted(void **state) {
     fx *f = *state;
     fill(f, 5);
-    sql_exec(f, "DELETE FROM audit_log");
+    sql_exec(f, "DELETE FROM audit_block");
     audit_verify_result r = verify(f, NULL);
     assert_broken_at(&r, 1, "removed from the end");
 }
@@ -481,12 +532,11 @@ static void test_wrong_key(void **state) {
 static void test_truncation_survives_appending(void **state) {
     fx *f = *state;
     fill(f, 10);
-    sql_exec(f, "DELETE FROM audit_log WHERE seq > 8");
+    sql_exec(f, "DELETE FROM audit_block WHERE seq > 8");
     open_log(f, 5);
     append(f, "alice", "read", 1, "p1", "Patient", "p1", "", 1);
     close_log(f);
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_log WHERE action = 'admin' AND outcome = '8'"),
-                     1);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_block WHERE events LIKE '%5:admin,1:8,%'"), 1);
     audit_verify_result r = verify(f, NULL);
     assert_broken_at(&r, 9, "truncated");
     assert_non_null(strstr(r.problem, "seq 10"));
@@ -573,11 +623,17 @@ static void test_strings_bounded_and_valid_utf8(void **state) {
         .user = "alice", .action = "read", .outcome = "0", .reason = reason, .request = request};
     assert_int_equal(audit_append(f->a, &ev, 1, &f->e), ST_OK);
     close_log(f);
-    assert_int_equal(sql_int(f, "SELECT length(request) FROM audit_log WHERE seq = 1"), 1999);
     json_t *arr = json_array();
     int64_t total = 0;
     audit_filter flt = {0};
     assert_int_equal(audit_query(f->s, &flt, arr, &total, &f->e), ST_OK);
+    const char *kept = json_string_value(json_object_get(
+        json_array_get(
+            json_object_get(json_array_get(json_object_get(json_array_get(arr, 0), "entity"), 0), "detail"),
+            0),
+        "valueString"));
+    assert_non_null(kept);
+    assert_int_equal(strlen(kept), 1999);
     assert_int_equal(total, 1);
     json_t *ent = json_array_get(json_object_get(json_array_get(arr, 0), "entity"), 0);
     const char *desc = json_string_value(json_object_get(ent, "description"));
@@ -795,7 +851,7 @@ static void test_query_across_blocks(void **state) {
                0);
     }
     close_log(f);
-    assert_int_equal(sql_int(f, "SELECT max(seq) FROM audit_log"), N);
+    assert_int_equal(sql_int(f, "SELECT max(last) FROM audit_block"), N);
     static const int64_t seven[] = {7}, zed_65536[] = {1 + 65536 % 5};
     const struct {
         audit_filter flt;
@@ -824,46 +880,173 @@ static void test_query_across_blocks(void **state) {
     assert_true(verify(f, NULL).ok);
 }
 
-/* SQLite: a log written before the access log had its own file (schema 8:
- * the tables in the database file) moves into that file at start-up and
- * still verifies; when the move was interrupted after the copy (rows in
- * both files, the version still 8), it is finished without copying twice. */
-static void to_schema_8(fx *f, int keep_copy) {
-    sql_exec(
-        f, "CREATE TABLE main.audit_log (seq INTEGER PRIMARY KEY, at BIGINT NOT NULL, user_name TEXT NOT "
-           "NULL, role TEXT NOT NULL, org TEXT NOT NULL, action TEXT NOT NULL, outcome TEXT NOT NULL, status "
-           "INTEGER NOT NULL, rtype TEXT NOT NULL, rid TEXT NOT NULL, pkey BIGINT NOT NULL, patient_id TEXT "
-           "NOT NULL, purpose TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL, request TEXT NOT "
-           "NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);"
-           "CREATE INDEX main.audit_log_patient ON audit_log (pkey, seq);"
-           "CREATE TABLE main.audit_anchor (id SMALLINT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT "
-           "NULL, key_id TEXT NOT NULL, updated BIGINT NOT NULL);"
-           "INSERT INTO main.audit_log SELECT * FROM audit.audit_log;"
-           "INSERT INTO main.audit_anchor SELECT * FROM audit.audit_anchor;"
-           "DROP INDEX audit.audit_log_block_patient; DROP INDEX audit.audit_log_block_user;"
-           "ALTER TABLE acc_rel DROP COLUMN claimed;" /* migration 11 added it */
-           "DELETE FROM concord_schema WHERE version >= 9;");
-    if (keep_copy)
-        sql_exec(f, "CREATE INDEX audit.audit_log_patient ON audit_log (pkey, seq);"
-                    "CREATE INDEX audit.audit_log_user ON audit_log (user_name, seq);");
-    else
-        sql_exec(f, "DROP TABLE audit.audit_log; DROP TABLE audit.audit_anchor;");
+/* ------------------------------------------------------------ migrations */
+
+/* The row-per-event log of schemas 7 to 11, written here from its
+ * definition (docs/audit.md: hash_n = BLAKE2b-256(key; prev_n || ns(seq)
+ * || ns of the fifteen columns)) rather than by audit.c: n rows into
+ * `schema`audit_log, its anchor naming the last, with the key of f's key
+ * file (made by opening the log once). */
+#define LEGACY_COLUMNS                                                                                       \
+    "seq BIGINT PRIMARY KEY, at BIGINT NOT NULL, user_name TEXT NOT NULL, role TEXT NOT NULL, org TEXT NOT " \
+    "NULL, action TEXT NOT NULL, outcome TEXT NOT NULL, status INTEGER NOT NULL, rtype TEXT NOT NULL, rid "  \
+    "TEXT NOT NULL, pkey BIGINT NOT NULL, patient_id TEXT NOT NULL, purpose TEXT NOT NULL, reason TEXT NOT " \
+    "NULL, source TEXT NOT NULL, request TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL"
+
+static void legacy_log(fx *f, const char *schema, int n) {
+    unsigned char key[32];
+    int fd = open(f->key, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(read(fd, key, sizeof key), (ssize_t)sizeof key);
+    close(fd);
+    char sql[1200];
+    snprintf(sql, sizeof sql,
+             "CREATE TABLE %saudit_log (" LEGACY_COLUMNS ");"
+             "CREATE INDEX %saudit_log_patient ON audit_log (pkey, seq);"
+             "CREATE INDEX %saudit_log_user ON audit_log (user_name, seq);"
+             "CREATE INDEX %saudit_log_at ON audit_log (at);"
+             "CREATE TABLE IF NOT EXISTS %saudit_anchor (id SMALLINT PRIMARY KEY, seq BIGINT NOT NULL,"
+             " hash TEXT NOT NULL, key_id TEXT NOT NULL, updated BIGINT NOT NULL);"
+             "DELETE FROM %saudit_anchor",
+             schema, schema, schema, schema, schema, schema);
+    sql_exec(f, sql);
+    char prev[65] = "0000000000000000000000000000000000000000000000000000000000000000", hash[65];
+    err e;
+    db *d = store_db(f->s, &e);
+    const db_driver *drv = f->s->drv;
+    snprintf(sql, sizeof sql,
+             "INSERT INTO %saudit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", schema);
+    assert_int_equal(drv->exec(d, "BEGIN", &e), ST_OK);
+    for (int i = 1; i <= n; i++) {
+        char rid[16];
+        snprintf(rid, sizeof rid, "o%d", i);
+        const char *txt[] = {i % 2 ? "alice" : "bob",
+                             "gp",
+                             "Y00001",
+                             "read",
+                             "0",
+                             "Observation",
+                             rid,
+                             "p1",
+                             "TREAT",
+                             i == 7 ? "a reason, with a comma: 3:x," : "",
+                             "127.0.0.1",
+                             "GET /x"};
+        int64_t at = 1700000000000000 + i, status = 200, pkey = 1 + i % 4;
+        buf in = {0};
+        buf_append(&in, prev, 64);
+        ns_put_int(&in, i);
+        ns_put_int(&in, at);
+        for (int t = 0; t < 5; t++)
+            ns_put(&in, txt[t], strlen(txt[t]));
+        ns_put_int(&in, status);
+        ns_put(&in, txt[5], strlen(txt[5]));
+        ns_put(&in, txt[6], strlen(txt[6]));
+        ns_put_int(&in, pkey);
+        for (int t = 7; t < 12; t++)
+            ns_put(&in, txt[t], strlen(txt[t]));
+        unsigned char md[32];
+        crypto_generichash(md, sizeof md, (const unsigned char *)in.p, in.len, key, sizeof key);
+        buf_free(&in);
+        for (int k = 0; k < 32; k++)
+            snprintf(hash + 2 * k, 3, "%02x", md[k]);
+        db_stmt *st = NULL;
+        assert_int_equal(drv->prepare(d, sql, 0, &st, &e), ST_OK);
+        int p = 1;
+        drv->bind_int(st, p++, i);
+        drv->bind_int(st, p++, at);
+        for (int t = 0; t < 5; t++)
+            drv->bind_text(st, p++, txt[t], -1);
+        drv->bind_int(st, p++, status);
+        drv->bind_text(st, p++, txt[5], -1);
+        drv->bind_text(st, p++, txt[6], -1);
+        drv->bind_int(st, p++, pkey);
+        for (int t = 7; t < 12; t++)
+            drv->bind_text(st, p++, txt[t], -1);
+        drv->bind_text(st, p++, prev, 64);
+        drv->bind_text(st, p++, hash, 64);
+        assert_int_equal(drv->step(st, &e), 0);
+        drv->done(st);
+        memcpy(prev, hash, sizeof hash);
+    }
+    assert_int_equal(drv->exec(d, "COMMIT", &e), ST_OK);
+    unsigned char kid[32];
+    char kidhex[65];
+    crypto_generichash(kid, sizeof kid, key, sizeof key, NULL, 0);
+    for (int k = 0; k < 32; k++)
+        snprintf(kidhex + 2 * k, 3, "%02x", kid[k]);
+    snprintf(sql, sizeof sql, "INSERT INTO %saudit_anchor VALUES (1, %d, '%s', '%s', 0)", schema, n, prev,
+             kidhex);
+    sql_exec(f, sql);
 }
 
+static void reopen_store(fx *f) {
+    store_close(f->s);
+    f->s = NULL;
+    if (store_open(f->db.url, 1, &f->s, &f->e) != ST_OK) fail_msg("store_open: %s", f->e.msg);
+}
+
+/* What a repacked log must be: every event, in blocks of at most 1,024,
+ * verifying with the key, answering queries, and extended by the writer. */
+static void check_repacked(fx *f, int n) {
+    assert_int_equal(sql_int(f, EVENTS), n);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM audit_block"), (n + 1023) / 1024);
+    assert_int_equal(sql_int(f, "SELECT max(version) FROM concord_schema"), store_schema_version());
+    audit_verify_result r = verify(f, NULL);
+    if (!r.ok) fail_msg("verify: %s at %lld", r.problem, (long long)r.first_bad_seq);
+    assert_int_equal(r.rows, n);
+    static const int64_t three[] = {3};
+    audit_filter flt = {.pkeys = three, .npkeys = 1, .limit = 1};
+    json_t *arr = query_case(f, 0, &flt, (n + 2) / 4); /* pkey 1 + i % 4 == 3: i = 2, 6, 10, ... */
+    json_decref(arr);
+    open_log(f, 5);
+    append(f, "carol", "read", 3, "p1", "Patient", "p1", "", 1);
+    close_log(f);
+    r = verify(f, NULL);
+    if (!r.ok) fail_msg("verify after appending: %s at %lld", r.problem, (long long)r.first_bad_seq);
+    assert_int_equal(r.rows, n + 1);
+}
+
+/* A log of schema 11 (one row per event) is repacked into blocks at
+ * start-up (migration 12) without changing a hash. */
+static void test_row_log_repacked_into_blocks(void **state) {
+    fx *f = *state;
+    enum { N = 2500 };
+    open_log(f, 5);
+    close_log(f);
+    sql_exec(f, f->pg ? "DROP TABLE audit_block; DROP TABLE audit_block_patient; DROP TABLE audit_block_user;"
+                        "DELETE FROM concord_schema WHERE version >= 12"
+                      : "DROP TABLE audit.audit_block; DROP TABLE audit.audit_block_patient;"
+                        "DROP TABLE audit.audit_block_user; DELETE FROM concord_schema WHERE version >= 12");
+    legacy_log(f, f->pg ? "" : "audit.", N);
+    reopen_store(f);
+    assert_int_equal(sql_int(f, f->pg ? "SELECT count(*) FROM pg_tables WHERE tablename = 'audit_log'"
+                                      : "SELECT count(*) FROM audit.sqlite_master WHERE name = 'audit_log'"),
+                     0);
+    check_repacked(f, N);
+}
+
+/* SQLite: a log written before the access log had its own file (schema 8:
+ * the tables in the database file) moves into that file at start-up, is
+ * repacked and still verifies; when the move was interrupted after the
+ * copy (rows in both files, the version still 8), it is finished without
+ * copying twice. */
 static void test_sqlite_log_moves_to_its_own_file(void **state) {
     fx *f = *state;
+    enum { N = 30 };
+    open_log(f, 5);
+    close_log(f);
     for (int keep_copy = 0; keep_copy <= 1; keep_copy++) {
-        fill(f, 30);
-        to_schema_8(f, keep_copy);
-        store_close(f->s);
-        f->s = NULL;
-        if (store_open(f->db.url, 1, &f->s, &f->e) != ST_OK) fail_msg("store_open: %s", f->e.msg);
+        sql_exec(f, "DROP TABLE IF EXISTS audit.audit_block; DROP TABLE IF EXISTS audit.audit_block_patient;"
+                    "DROP TABLE IF EXISTS audit.audit_block_user; DROP TABLE IF EXISTS audit.audit_log;"
+                    "DROP TABLE audit.audit_anchor;"
+                    "ALTER TABLE acc_rel DROP COLUMN claimed;" /* migration 11 added it */
+                    "DELETE FROM concord_schema WHERE version >= 9;");
+        legacy_log(f, "main.", N);
+        if (keep_copy) legacy_log(f, "audit.", N);
+        reopen_store(f);
         assert_int_equal(sql_int(f, "SELECT count(*) FROM main.sqlite_master WHERE name LIKE 'audit%'"), 0);
-        assert_int_equal(sql_int(f, "SELECT count(*) FROM audit.audit_log"), 30 * (keep_copy + 1));
-        assert_int_equal(sql_int(f, "SELECT max(version) FROM concord_schema"), store_schema_version());
-        audit_verify_result r = verify(f, NULL);
-        if (!r.ok) fail_msg("verify: %s", r.problem);
-        assert_int_equal(r.rows, 30 * (keep_copy + 1));
+        check_repacked(f, N);
     }
 }
 
@@ -877,7 +1060,8 @@ static void test_sqlite_log_moves_to_its_own_file(void **state) {
     X(test_fresh_database_verifies)                                                                          \
     X(test_altered_row)                                                                                      \
     X(test_altered_row_with_its_hash_recomputed_unkeyed)                                                     \
-    X(test_prev_rewritten)                                                                                   \
+    X(test_block_hash_rewritten)                                                                             \
+    X(test_tampering_inside_a_block)                                                                         \
     X(test_deleted_middle_row)                                                                               \
     X(test_deleted_first_row)                                                                                \
     X(test_deleted_last_rows)                                                                                \
@@ -890,7 +1074,8 @@ static void test_sqlite_log_moves_to_its_own_file(void **state) {
     X(test_new_key_refused_for_an_existing_log)                                                              \
     X(test_strings_bounded_and_valid_utf8)                                                                   \
     X(test_query_filters_and_auditevent_json)                                                                \
-    X(test_query_across_blocks)
+    X(test_query_across_blocks)                                                                              \
+    X(test_row_log_repacked_into_blocks)
 
 #define SQLITE_TEST(fn) {"sqlite: " #fn, fn, setup_sqlite, teardown, NULL},
 #define PG_TEST(fn)     {"postgresql: " #fn, fn, setup_pg, teardown, NULL},
