@@ -48,6 +48,8 @@ Results go to bench/results/<UTC time>-access.json and latest-access.json
                                 (default $TMPDIR/concord-bench-baseline)
   BENCH_PERF=1                  after the rounds, profile GP and baseline reads
                                 with perf (server time by function, inclusive)
+  BENCH_PERF_CALLGRAPH=fp       perf's --call-graph (default dwarf,16384; fp for a
+                                build with -fno-omit-frame-pointer)
   BENCH_THREADS, BENCH_TMPDIR, BENCH_KEEP, BENCH_RESULTS_DIR, BENCH_NICE,
   BENCH_WAIT_QUIET as for bench.py (bench/README.md).
 """
@@ -522,7 +524,8 @@ def profile(cfg, variants, patients, workdir, measured):
             env = {"BENCH_PATIENTS": str(patients), "BENCH_READ_TYPE": rtype, "BENCH_IDS_FILE": side.ids_file,
                    "BENCH_TOKEN": token}
             bench.run_wrk(cfg, side.server, "access_read.lua", cfg.conns["read"], 1, env)
-            perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-p",
+            perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph",
+                                     os.environ.get("BENCH_PERF_CALLGRAPH", "dwarf,16384"), "-p",
                                      str(side.server.pid), "-o", path, "--", "sleep", str(pd)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             r = bench.run_wrk(cfg, side.server, "access_read.lua", cfg.conns["read"], pd, env)

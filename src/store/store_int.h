@@ -55,6 +55,11 @@ typedef struct db_driver {
     status (*commit)(db *d, err *e);
     void (*rollback)(db *d);
     status (*size)(db *d, int64_t *bytes, err *e);
+    /* A number that changes whenever another connection (another process's
+     * too) has committed to the database file, as of this connection's
+     * latest read: for caches of what the database says (store_scope.c).
+     * NULL when the backend has none (PostgreSQL). */
+    int (*data_version)(db *d, uint64_t *v);
 } db_driver;
 
 #define STORE_MAINTENANCE_COMMITS 500

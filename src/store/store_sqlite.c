@@ -319,6 +319,15 @@ static status sq_size(db *d, int64_t *bytes, err *e) {
     return ST_OK;
 }
 
+/* The pager's data version: SQLite moves it at the start of a read
+ * transaction that finds the file changed by another connection. */
+static int sq_data_version(db *d, uint64_t *v) {
+    unsigned int u = 0;
+    if (sqlite3_file_control(d->h, "main", SQLITE_FCNTL_DATA_VERSION, &u) != SQLITE_OK) return -1;
+    *v = u;
+    return 0;
+}
+
 const db_driver db_sqlite_driver = {
     .name = "sqlite",
     .for_update = "",
@@ -351,4 +360,5 @@ const db_driver db_sqlite_driver = {
     .commit = sq_commit,
     .rollback = sq_rollback,
     .size = sq_size,
+    .data_version = sq_data_version,
 };

@@ -171,3 +171,34 @@ def test_patient_match_answers_within_what_the_user_may_see(fhir, server):
     ids = {e["resource"]["id"] for e in r.json().get("entry", [])}
     assert mine.json()["id"] in ids and other.json()["id"] not in ids
     assert r.json()["total"] == len(ids)
+
+
+def test_a_relationship_ended_by_another_process_is_seen_by_the_next_read(fhir, server, tmp_path):
+    """A GP's access decisions are cached; a change committed by another
+    process (here `concord import` beside the running server: the patient
+    has left the practice) must not be hidden by that cache. SQLite sees it
+    on the next read (the database file's data version moved); PostgreSQL
+    within the cache's 5 seconds (docs/access.md, "Cached decisions")."""
+    import json
+    import time
+    practice = "AX" + uid()[:4].upper()
+    pid = _patient(fhir, practice)
+    r = fhir.post("Observation", {"resourceType": "Observation", "status": "final",
+                                  "code": {"text": "weight"}, "subject": {"reference": f"Patient/{pid}"}})
+    assert r.status_code == 201, r.text
+    obs = r.json()["id"]
+    gp = _client(server, "gp-" + uid()[:8], "gp", practice)
+    for _ in range(3):  # decided, then answered from the cache (the Observation does not change)
+        assert gp.get(f"Observation/{obs}").status_code == 200
+    moved = fhir.get(f"Patient/{pid}").json()
+    del moved["generalPractitioner"]
+    del moved["meta"]
+    f = tmp_path / "moved.ndjson"
+    f.write_text(json.dumps(moved) + "\n")
+    r = subprocess.run([server.binary, "import", str(f), "--db", server.db], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    if server.backend != "sqlite":
+        time.sleep(5.5)
+    r = gp.get(f"Observation/{obs}")
+    assert r.status_code == 403, (r.status_code, r.text[:300])
