@@ -842,7 +842,95 @@ typedef struct verify_state {
     int64_t last;            /* last event checked */
     char prev[HASH_HEX + 1]; /* its hash */
     audit_verify_result *out;
+    /* the index rows of group idx_grp (-1: none loaded), sorted */
+    const db_driver *drv;
+    db *d;
+    err *e;
+    status io; /* a database error while checking the index */
+    int64_t idx_grp;
+    struct ipk {
+        int64_t pkey, seq;
+    } * pk;
+    size_t npk, cpk;
+    struct iuser {
+        char *name;
+        int64_t seq;
+    } * us;
+    size_t nus, cus;
 } verify_state;
+
+static int cmp_ipk(const void *a, const void *b) {
+    const struct ipk *x = a, *y = b;
+    if (x->pkey != y->pkey) return x->pkey < y->pkey ? -1 : 1;
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static int cmp_iuser(const void *a, const void *b) {
+    const struct iuser *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static void index_free(verify_state *v) {
+    for (size_t i = 0; i < v->nus; i++)
+        free(v->us[i].name);
+    free(v->pk);
+    free(v->us);
+    v->pk = NULL;
+    v->us = NULL;
+    v->npk = v->cpk = v->nus = v->cus = 0;
+}
+
+/* The index rows of group g into v (replacing the last group's). */
+static status index_load(verify_state *v, int64_t g) {
+    static const char psql[] = "SELECT pkey, seq FROM audit_block_patient WHERE grp = ?";
+    static const char usql[] = "SELECT user_name, seq FROM audit_block_user WHERE grp = ?";
+    const db_driver *drv = v->drv;
+    db_stmt *st = NULL;
+    int r;
+    for (size_t i = 0; i < v->nus; i++)
+        free(v->us[i].name);
+    v->npk = v->nus = 0;
+    v->idx_grp = -1;
+    status rc = drv->prepare(v->d, psql, 1, &st, v->e);
+    if (rc != ST_OK) return rc;
+    drv->bind_int(st, 1, g);
+    while ((r = drv->step(st, v->e)) == 1) {
+        if (v->npk == v->cpk) {
+            size_t cap = v->cpk ? v->cpk * 2 : 1024;
+            struct ipk *grown = realloc(v->pk, cap * sizeof *grown);
+            if (!grown) abort(); /* a group's rows: a few thousand */
+            v->pk = grown;
+            v->cpk = cap;
+        }
+        v->pk[v->npk++] = (struct ipk){drv->col_int(st, 0), drv->col_int(st, 1)};
+    }
+    drv->done(st);
+    if (r < 0) return v->e->code;
+    rc = drv->prepare(v->d, usql, 1, &st, v->e);
+    if (rc != ST_OK) return rc;
+    drv->bind_int(st, 1, g);
+    while ((r = drv->step(st, v->e)) == 1) {
+        if (v->nus == v->cus) {
+            size_t cap = v->cus ? v->cus * 2 : 64;
+            struct iuser *grown = realloc(v->us, cap * sizeof *grown);
+            if (!grown) abort();
+            v->us = grown;
+            v->cus = cap;
+        }
+        size_t n = 0;
+        const char *t = drv->col_text(st, 0, &n);
+        char *name = strndup(t ? t : "", t ? n : 0);
+        if (!name) abort();
+        v->us[v->nus++] = (struct iuser){name, drv->col_int(st, 1)};
+    }
+    drv->done(st);
+    if (r < 0) return v->e->code;
+    qsort(v->pk, v->npk, sizeof *v->pk, cmp_ipk);
+    qsort(v->us, v->nus, sizeof *v->us, cmp_iuser);
+    v->idx_grp = g;
+    return ST_OK;
+}
 
 static void verify_fail(verify_state *v, int64_t seq, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -853,6 +941,42 @@ static void verify_fail(verify_state *v, int64_t seq, const char *fmt, ...) {
     v->out->first_bad_seq = seq;
     vsnprintf(v->out->problem, sizeof v->out->problem, fmt, ap);
     va_end(ap);
+}
+
+/* The index rows are not in the chain: removing some would hide events
+ * from queries by patient or by user (a patient's own view of who read
+ * their record) while every hash still verified. So every patient and
+ * user a verified block names must have its row. 0 = fine; -1 = broken
+ * (out filled) or a database error (v->io). */
+static int verify_index(verify_state *v, const rblock *b) {
+    int64_t g = b->first >> STORE_AUDIT_GROUP_BITS;
+    if (g != v->idx_grp && (v->io = index_load(v, g)) != ST_OK) return -1;
+    for (long i = 0; i < b->n; i++) {
+        const arow *r = &b->evs[i].r;
+        int64_t pkey = r->num[I_PKEY];
+        struct ipk want = {pkey, b->first};
+        if (pkey && !bsearch(&want, v->pk, v->npk, sizeof *v->pk, cmp_ipk)) {
+            verify_fail(v, r->seq,
+                        "event %lld's patient (key %lld) is missing from the patient index "
+                        "(audit_block_patient): rows were removed, and queries by patient would not show it",
+                        (long long)r->seq, (long long)pkey);
+            return -1;
+        }
+        if (!r->len[T_USER]) continue;
+        char name[AUDIT_SHORT_MAX + 1];
+        size_t n = r->len[T_USER] < AUDIT_SHORT_MAX ? r->len[T_USER] : AUDIT_SHORT_MAX;
+        memcpy(name, r->txt[T_USER], n);
+        name[n] = 0;
+        struct iuser wu = {name, b->first};
+        if (!bsearch(&wu, v->us, v->nus, sizeof *v->us, cmp_iuser)) {
+            verify_fail(v, r->seq,
+                        "event %lld's user (%s) is missing from the user index (audit_block_user): rows were "
+                        "removed, and queries by user would not show it",
+                        (long long)r->seq, name);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* Check one block against the chain so far; 0 = fine, -1 = broken (out filled). */
@@ -915,7 +1039,7 @@ static int verify_block(verify_state *v, rblock *b) {
                     (long long)b->last);
         return -1;
     }
-    return 0;
+    return verify_index(v, b);
 }
 
 /* Blocks after v->after, in pages, to the end. */
@@ -938,6 +1062,7 @@ static status verify_blocks(const db_driver *drv, db *d, verify_state *v, err *e
         }
         drv->done(st);
         if (!broken && r < 0) rc = e->code;
+        if (v->io != ST_OK) rc = v->io;
         if (rc != ST_OK || broken || got < VERIFY_PAGE) break;
     }
     rblock_free(&b);
@@ -968,6 +1093,10 @@ status audit_verify(store *s, const char *key_path, audit_verify_result *out, er
     const db_driver *drv = s->drv;
     ablock_keyed(&v.keyed, key);
     v.out = out;
+    v.drv = drv;
+    v.d = d;
+    v.e = e;
+    v.idx_grp = -1;
     key_id_of(key, v.key_id);
     memcpy(v.prev, zero_hash, sizeof zero_hash);
     rc = read_anchor(drv, d, 0, &an, e);
@@ -1020,6 +1149,7 @@ status audit_verify(store *s, const char *key_path, audit_verify_result *out, er
     memcpy(out->head, v.prev, sizeof v.prev);
 out:
     sodium_memzero(key, sizeof key);
+    index_free(&v);
     if (rc != ST_OK) out->ok = 0;
     return rc;
 }

@@ -418,6 +418,27 @@ static void test_block_hash_rewritten(void **state) {
     assert_broken_at(&r, 4, "its hash is not its last event's");
 }
 
+/* The index rows are outside the chain; removing them would hide events
+ * from a patient's or a privacy officer's queries: verify checks them. */
+static void test_index_rows_removed(void **state) {
+    fx *f = *state;
+    fill(f, 10); /* event i: its own block, patient key 1 + i % 4, alice (odd) or bob (even) */
+    assert_true(verify(f, NULL).ok);
+    sql_exec(f, "DELETE FROM audit_block_patient WHERE seq = 6");
+    audit_verify_result r = verify(f, NULL);
+    assert_broken_at(&r, 6, "missing from the patient index");
+    assert_int_equal(r.rows, 6);
+    sql_exec(f, "INSERT INTO audit_block_patient (grp, pkey, seq) VALUES (0, 3, 6)");
+    assert_true(verify(f, NULL).ok);
+    sql_exec(f, "DELETE FROM audit_block_user WHERE user_name = 'bob' AND seq = 8");
+    r = verify(f, NULL);
+    assert_broken_at(&r, 8, "missing from the user index");
+    /* a row too many only costs a query a block read for nothing */
+    sql_exec(f, "INSERT INTO audit_block_user (grp, user_name, seq) VALUES (0, 'bob', 8),"
+                " (0, 'mallory', 8); INSERT INTO audit_block_patient (grp, pkey, seq) VALUES (0, 99, 2)");
+    assert_true(verify(f, NULL).ok);
+}
+
 /* Several events in one block: an event altered, removed or garbled in
  * the middle of it is named. */
 static void test_tampering_inside_a_block(void **state) {
@@ -1062,6 +1083,7 @@ static void test_sqlite_log_moves_to_its_own_file(void **state) {
     X(test_altered_row_with_its_hash_recomputed_unkeyed)                                                     \
     X(test_block_hash_rewritten)                                                                             \
     X(test_tampering_inside_a_block)                                                                         \
+    X(test_index_rows_removed)                                                                               \
     X(test_deleted_middle_row)                                                                               \
     X(test_deleted_first_row)                                                                                \
     X(test_deleted_last_rows)                                                                                \
