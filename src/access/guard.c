@@ -41,9 +41,10 @@ status guard_record(store *s, const acc_principal *who, const store_meta *m, int
     case STORE_HIDDEN_SENSITIVE:
         return err_set(e, ST_NOT_FOUND, "not-found", NULL, "%s/%s is not known", m->type, m->id);
     case STORE_HIDDEN_CONSENT:
-        return err_set(e, ST_FORBIDDEN, "forbidden", NULL,
-                       "the patient has objected to sharing their record outside the organisations that recorded "
-                       "it; in an emergency use Patient/{id}/$break-glass with a reason");
+        return err_set(
+            e, ST_FORBIDDEN, "forbidden", NULL,
+            "the patient has objected to sharing their record outside the organisations that recorded "
+            "it; in an emergency use Patient/{id}/$break-glass with a reason");
     case STORE_HIDDEN_NOT_SELF:
         return err_set(e, ST_FORBIDDEN, "forbidden", NULL, "a patient may read only their own record");
     case STORE_HIDDEN_NO_PATIENT_DATA:
@@ -51,10 +52,11 @@ status guard_record(store *s, const acc_principal *who, const store_meta *m, int
                        acc_role_name(who->role));
     case STORE_HIDDEN_NO_RELATIONSHIP:
     default:
-        return err_set(e, ST_FORBIDDEN, "forbidden", NULL,
-                       "no legitimate relationship with this patient (registered at your organisation, care team, "
-                       "open encounter or episode, or MDG); in an emergency use Patient/{id}/$break-glass with a "
-                       "reason");
+        return err_set(
+            e, ST_FORBIDDEN, "forbidden", NULL,
+            "no legitimate relationship with this patient (registered at your organisation, care team, "
+            "open encounter or episode, or MDG); in an emergency use Patient/{id}/$break-glass with a "
+            "reason");
     }
 }
 
@@ -65,22 +67,12 @@ status guard_record(store *s, const acc_principal *who, const store_meta *m, int
  * access check is made on the record the write actually lands in. */
 static void compartment_patient(json_t *res, const char *rtype, char *out) {
     out[0] = 0;
-    if (strcmp(rtype, "Patient") == 0) {
-        const char *id = json_string_value(json_object_get(res, "id"));
-        if (id) snprintf(out, 72, "%s", id);
-        return;
-    }
     arena a = {0};
-    idx_rows rows = {0};
-    if (fhir_index_resource(rtype, res, &rows, &a) == 0) {
-        const char *pid = fhir_index_patient_id(rtype, res, &rows);
-        if (pid) snprintf(out, 72, "%s", pid);
-    }
+    const char *pid = fhir_index_compartment_patient(rtype, res, &a);
+    if (pid) snprintf(out, 72, "%s", pid);
     arena_free(&a);
 }
 
-/* Does the stored current version of rtype/id exist and was it written by
- * someone other than the patient (a clinician's entry)? */
 static int is_clinicians_entry(store *s, const char *rtype, const char *id) {
     buf body = {0};
     store_meta m;
@@ -139,10 +131,12 @@ status guard_write(store *s, const acc_principal *who, json_t *res, const char *
     if (who->role == ROLE_PATIENT) {
         static const char *const own[] = {"Goal", "Communication", "QuestionnaireResponse", NULL};
         int ok = 0;
-        for (int i = 0; own[i]; i++) ok |= strcmp(own[i], rtype) == 0;
+        for (int i = 0; own[i]; i++)
+            ok |= strcmp(own[i], rtype) == 0;
         if (!ok)
-            return err_set(e, ST_FORBIDDEN, "forbidden", NULL,
-                           "a patient may write their own Goal, Communication and QuestionnaireResponse only");
+            return err_set(
+                e, ST_FORBIDDEN, "forbidden", NULL,
+                "a patient may write their own Goal, Communication and QuestionnaireResponse only");
         if (!pid[0] || strcmp(pid, who->patient) != 0)
             return err_set(e, ST_FORBIDDEN, "forbidden", NULL, "a patient may write only about themselves");
         /* their own notes are kept apart from clinical entries: a patient
@@ -150,8 +144,9 @@ status guard_write(store *s, const acc_principal *who, json_t *res, const char *
          * body's id names the record an update replaces (a create ignores
          * it: one naming a clinician's entry is refused all the same) */
         if (is_clinicians_entry(s, rtype, json_string_value(json_object_get(res, "id"))))
-            return err_set(e, ST_FORBIDDEN, "forbidden", NULL,
-                           "a patient may not change an entry written by a clinician: add a note of your own");
+            return err_set(
+                e, ST_FORBIDDEN, "forbidden", NULL,
+                "a patient may not change an entry written by a clinician: add a note of your own");
     } else {
         rc = guard_role(who, rtype, ACC_WRITE, e);
         if (rc != ST_OK) return rc;
@@ -189,7 +184,8 @@ static struct {
 } pid_cache[PID_CACHE];
 static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
 static void pid_init(void) {
-    for (int i = 0; i < PID_CACHE; i++) pthread_mutex_init(&pid_cache[i].lock, NULL);
+    for (int i = 0; i < PID_CACHE; i++)
+        pthread_mutex_init(&pid_cache[i].lock, NULL);
 }
 
 void guard_patient_id(store *s, int64_t pkey, char *out, size_t n) {
@@ -223,19 +219,22 @@ void guard_patient_id(store *s, int64_t pkey, char *out, size_t n) {
     }
 }
 
-status guard_audit(audit_log *log, const acc_principal *who, const char *action, const char *rtype, const char *rid,
-                 int64_t pkey, const char *patient_id, int http_status, const char *purpose, const char *reason,
-                 const char *method, const char *path, const char *query, int wait) {
+status guard_audit(audit_log *log, const acc_principal *who, const char *action, const char *rtype,
+                   const char *rid, int64_t pkey, const char *patient_id, int http_status,
+                   const char *purpose, const char *reason, const char *method, const char *path,
+                   const char *query, int wait) {
     if (!log) return ST_OK;
     char request[2048];
-    snprintf(request, sizeof request, "%s %s%s%s", method ? method : "", path ? path : "", query && *query ? "?" : "",
-             query ? query : "");
+    snprintf(request, sizeof request, "%s %s%s%s", method ? method : "", path ? path : "",
+             query && *query ? "?" : "", query ? query : "");
     audit_event ev = {
         .user = who ? who->user : "anonymous",
         .role = who ? acc_role_name(who->role) : "",
         .org = who ? who->org : "",
         .action = action,
-        .outcome = http_status >= 500 ? "8" : http_status >= 400 ? "4" : "0",
+        .outcome = http_status >= 500   ? "8"
+                   : http_status >= 400 ? "4"
+                                        : "0",
         .status = http_status,
         .rtype = rtype,
         .rid = rid,

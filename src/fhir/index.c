@@ -1010,3 +1010,34 @@ const char *fhir_index_patient_id(const char *rtype, json_t *res, const idx_rows
     }
     return NULL;
 }
+
+/* Is `code` one of the '|'-separated names in `list`? */
+static int in_list(const char *list, const char *code) {
+    size_t n = strlen(code);
+    for (const char *p = list; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t k = bar ? (size_t)(bar - p) : strlen(p);
+        if (k == n && strncmp(p, code, n) == 0) return 1;
+        p += k;
+        if (*p == '|') p++;
+    }
+    return 0;
+}
+
+const char *fhir_index_compartment_patient(const char *rtype, json_t *res, arena *a) {
+    if (!rtype || !json_is_object(res)) return NULL;
+    if (strcmp(rtype, "Patient") == 0) return json_string_value(json_object_get(res, "id"));
+    const fhir_compartment *comp = fhir_compartment_find(rtype);
+    const fhir_type *t = fhir_resource_type(rtype);
+    if (!comp || !comp->params || !t) return NULL;
+    idx_rows rows = {0};
+    size_t n = 0;
+    const fhir_search_param *sp = fhir_search_params_of(t->name, &n);
+    for (size_t i = 0; i < n; i++) {
+        const fhir_search_param *p = &sp[i];
+        if (!p->path || p->type != SP_REFERENCE || !in_list(comp->params, p->code)) continue;
+        extract x = {.sp = p, .out = &rows, .a = a, .first = rows.n};
+        fhir_path_eval(p->path, res, on_value, &x);
+    }
+    return fhir_index_patient_id(rtype, res, &rows);
+}

@@ -35,13 +35,13 @@ typedef enum idx_kind { IDX_TOKEN, IDX_STRING, IDX_DATE, IDX_REF, IDX_NUMBER, ID
 typedef struct idx_row {
     const fhir_search_param *sp;
     idx_kind kind;
-    const char *system; /* token, quantity; may be NULL */
-    const char *code;   /* token code; quantity code/unit; may be NULL */
-    const char *norm;   /* string: normalised */
-    const char *exact;  /* string: as written */
+    const char *system;                      /* token, quantity; may be NULL */
+    const char *code;                        /* token code; quantity code/unit; may be NULL */
+    const char *norm;                        /* string: normalised */
+    const char *exact;                       /* string: as written */
     const char *ref_type, *ref_id, *ref_url; /* reference */
-    double value, vlo, vhi;                 /* number, quantity */
-    int64_t lo, hi;                         /* date */
+    double value, vlo, vhi;                  /* number, quantity */
+    int64_t lo, hi;                          /* date */
 } idx_row;
 
 typedef struct idx_rows {
@@ -59,6 +59,12 @@ int fhir_index_resource(const char *rtype, json_t *res, idx_rows *out, arena *a)
  * own id for a Patient; else the first reference to a Patient found through
  * the compartment parameters (fhir_compartment_find) in `rows`. NULL if none. */
 const char *fhir_index_patient_id(const char *rtype, json_t *res, const idx_rows *rows);
+
+/* The same answer without indexing the whole resource: only the
+ * compartment's reference parameters are evaluated (for the access check
+ * of a write, which runs before the store indexes the resource). The string
+ * lives in `a` (or is borrowed from `res` for a Patient). */
+const char *fhir_index_compartment_patient(const char *rtype, json_t *res, arena *a);
 
 /* Normalise a string for string search: lower-case, Latin accents removed,
  * whitespace runs collapsed. Result in arena. */

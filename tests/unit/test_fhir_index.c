@@ -5,6 +5,7 @@
  * as(Type), where(), resolve() is Type, [N], exists-and-not-false), the
  * patient a resource belongs to, string normalisation and number precision.
  */
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -586,6 +587,65 @@ static void test_all_examples(void **state) {
     release(&f);
 }
 
+/* The access check of a write names the record's patient from the
+ * compartment parameters alone (fhir_index_compartment_patient); it must
+ * agree with the store's rule over the full index, on every official
+ * example (and every resource inside an example Bundle) and on the
+ * references of the small cases above. */
+static void check_same_patient(const char *what, json_t *res) {
+    const char *rt = json_string_value(json_object_get(res, "resourceType"));
+    if (!rt || !fhir_resource_type(rt)) return;
+    fixture f;
+    memset(&f, 0, sizeof f);
+    f.res = res;
+    assert_int_equal(fhir_index_resource(rt, res, &f.rows, &f.a), 0);
+    const char *full = fhir_index_patient_id(rt, res, &f.rows);
+    arena a = {0};
+    const char *fast = fhir_index_compartment_patient(rt, res, &a);
+    if (!seq(full, fast))
+        fail_msg("%s (%s): full index says %s, compartment alone %s", what, rt, full ? full : "none",
+                 fast ? fast : "none");
+    arena_free(&a);
+    arena_free(&f.a);
+}
+
+static void test_compartment_patient_agrees_with_the_full_index(void **state) {
+    (void)state;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/fhir-r4/examples", CONCORD_REFERENCE_DIR);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    int files = 0, named = 0;
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        if (n < 6 || strcmp(de->d_name + n - 5, ".json") != 0) continue;
+        json_t *j = load_example(de->d_name);
+        files++;
+        check_same_patient(de->d_name, j);
+        size_t i;
+        json_t *entry;
+        json_array_foreach(json_object_get(j, "entry"), i, entry) {
+            check_same_patient(de->d_name, json_object_get(entry, "resource"));
+        }
+        arena a = {0};
+        const char *rt = json_string_value(json_object_get(j, "resourceType"));
+        named += rt && fhir_index_compartment_patient(rt, j, &a) != NULL;
+        arena_free(&a);
+        json_decref(j);
+    }
+    closedir(d);
+    assert_true(files >= 50);
+    assert_true(named >= 10); /* the comparison is not vacuous */
+    json_t *obs = parse("{\"resourceType\":\"Observation\",\"status\":\"final\",\"code\":{\"text\":\"x\"},"
+                        "\"performer\":[{\"reference\":\"Patient/p9\"}]}");
+    check_same_patient("performer only", obs);
+    arena a = {0};
+    assert_string_equal(fhir_index_compartment_patient("Observation", obs, &a), "p9");
+    arena_free(&a);
+    json_decref(obs);
+}
+
 /* ----------------------------------------------------------- path eval */
 
 typedef struct collect {
@@ -732,6 +792,7 @@ int main(void) {
         cmocka_unit_test(test_many_values),
         cmocka_unit_test(test_unknown_type),
         cmocka_unit_test(test_all_examples),
+        cmocka_unit_test(test_compartment_patient_agrees_with_the_full_index),
         cmocka_unit_test(test_path_eval),
         cmocka_unit_test(test_string_normalize),
     };
