@@ -799,6 +799,7 @@ def main():
             for name, script, conns, env in (
                     ("read", "read.lua", cfg.conns["read"], wrk_env),
                     ("search_obs", "search.lua", cfg.conns["search"], dict(wrk_env, BENCH_SEARCH="obs")),
+                    ("search_ident", "search.lua", cfg.conns["search"], dict(wrk_env, BENCH_SEARCH="ident")),
                     ("create", "create.lua", cfg.conns["create"], wrk_env),
                     ("bundle", "bundle.lua", cfg.conns["bundle"], wrk_env)):
                 out = os.path.join(db.workdir, "perf-%s.data" % name)

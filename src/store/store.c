@@ -278,8 +278,12 @@ status store_begin(store *s, store_txn **out, err *e) {
     return ST_OK;
 }
 
-void store_txn_set_user_claim(store_txn *tx, int on) { tx->user_claim = on; }
-int store_txn_user_claim(const store_txn *tx) { return tx->user_claim; }
+void store_txn_set_user_claim(store_txn *tx, int on) {
+    tx->user_claim = on;
+}
+int store_txn_user_claim(const store_txn *tx) {
+    return tx->user_claim;
+}
 
 status store_begin_keeping_access(store *s, store_txn **out, err *e) {
     status rc = store_begin(s, out, e);
@@ -321,15 +325,20 @@ static void txn_free(store_txn *tx) {
 status store_commit(store_txn *tx, err *e) {
     store *s = tx->s;
     status rc = s->drv->commit(tx->d, e);
-    if (rc != ST_OK)
+    if (rc != ST_OK) {
         s->drv->rollback(tx->d);
-    else if (!tx->keeps_access)
-        atomic_fetch_add(&s->access_gen, 1); /* after the commit: see store_scope.c */
-    else if (!tx->audit && s->drv->serial_writes && s->drv->maintenance &&
-             ++s->commits % STORE_MAINTENANCE_COMMITS == 1) {
-        err me; /* still under write_lock; a failure here costs only plan quality */
-        if (s->drv->exec(tx->d, s->drv->maintenance, &me) != ST_OK)
-            log_warn("store: maintenance: %s", me.msg);
+    } else {
+        if (!tx->keeps_access) atomic_fetch_add(&s->access_gen, 1); /* after the commit: see store_scope.c */
+        /* every write counts towards the planner's statistics (this was an
+         * `else` of the line above: only sign-in bookkeeping counted, so a
+         * loaded database kept the statistics of an empty one and searched
+         * Patient?identifier by scanning every Patient; bench.py) */
+        if (!tx->audit && s->drv->serial_writes && s->drv->maintenance &&
+            ++s->commits % STORE_MAINTENANCE_COMMITS == 1) {
+            err me; /* still under write_lock; a failure here costs only plan quality */
+            if (s->drv->exec(tx->d, s->drv->maintenance, &me) != ST_OK)
+                log_warn("store: maintenance: %s", me.msg);
+        }
     }
     txn_free(tx);
     return rc;
