@@ -926,8 +926,8 @@ static status index_load(verify_state *v, int64_t g) {
     }
     drv->done(st);
     if (r < 0) return v->e->code;
-    qsort(v->pk, v->npk, sizeof *v->pk, cmp_ipk);
-    qsort(v->us, v->nus, sizeof *v->us, cmp_iuser);
+    if (v->npk) qsort(v->pk, v->npk, sizeof *v->pk, cmp_ipk); /* (NULL when none: not for qsort) */
+    if (v->nus) qsort(v->us, v->nus, sizeof *v->us, cmp_iuser);
     v->idx_grp = g;
     return ST_OK;
 }
@@ -955,7 +955,7 @@ static int verify_index(verify_state *v, const rblock *b) {
         const arow *r = &b->evs[i].r;
         int64_t pkey = r->num[I_PKEY];
         struct ipk want = {pkey, b->first};
-        if (pkey && !bsearch(&want, v->pk, v->npk, sizeof *v->pk, cmp_ipk)) {
+        if (pkey && (!v->npk || !bsearch(&want, v->pk, v->npk, sizeof *v->pk, cmp_ipk))) {
             verify_fail(v, r->seq,
                         "event %lld's patient (key %lld) is missing from the patient index "
                         "(audit_block_patient): rows were removed, and queries by patient would not show it",
@@ -968,7 +968,7 @@ static int verify_index(verify_state *v, const rblock *b) {
         memcpy(name, r->txt[T_USER], n);
         name[n] = 0;
         struct iuser wu = {name, b->first};
-        if (!bsearch(&wu, v->us, v->nus, sizeof *v->us, cmp_iuser)) {
+        if (!v->nus || !bsearch(&wu, v->us, v->nus, sizeof *v->us, cmp_iuser)) {
             verify_fail(v, r->seq,
                         "event %lld's user (%s) is missing from the user index (audit_block_user): rows were "
                         "removed, and queries by user would not show it",

@@ -284,7 +284,7 @@ def _head(r):
     for line in r.stdout.splitlines():
         if line.startswith("head:"):
             return line.split()[-1]
-    raise AssertionError(f"no head in {r.stdout!r}")
+    raise AssertionError(f"no head in {r.stdout!r} (exit {r.returncode}; stderr {r.stderr[-2000:]!r})")
 
 
 @pytest.mark.slow

@@ -385,6 +385,14 @@ static void test_fresh_database_verifies(void **state) {
     r = verify(f, NULL);
     assert_true(r.ok);
     assert_int_equal(r.rows, 0);
+    /* events that name no patient: a group with no patient index rows at all */
+    open_log(f, 5);
+    audit_event ev = {.user = "alice", .action = "login", .outcome = "0"};
+    assert_int_equal(audit_append(f->a, &ev, 1, &f->e), ST_OK);
+    close_log(f);
+    r = verify(f, NULL);
+    if (!r.ok) fail_msg("verify: %s", r.problem);
+    assert_int_equal(r.rows, 1);
 }
 
 static void test_altered_row(void **state) {
