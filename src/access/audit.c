@@ -72,15 +72,6 @@ static const char zero_hash[HASH_HEX + 1] =
 #define MISMATCH_SOURCE  "audit-writer"
 #define MISMATCH_REQUEST "audit anchor-mismatch"
 
-static void to_hex(const unsigned char *b, size_t n, char *out) {
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hex[b[i] >> 4];
-        out[2 * i + 1] = hex[b[i] & 15];
-    }
-    out[2 * n] = 0;
-}
-
 /* A block as read back: its columns and its events decoded (strings point
  * into `text`, a copy the block owns). */
 typedef struct rblock {
@@ -269,7 +260,7 @@ out:
 static void key_id_of(const unsigned char key[KEY_BYTES], char out[HASH_HEX + 1]) {
     unsigned char md[32];
     crypto_generichash(md, sizeof md, key, KEY_BYTES, NULL, 0);
-    to_hex(md, sizeof md, out);
+    ablock_hex(md, sizeof md, out);
 }
 
 void audit_default_key_path(const char *db_url, char *out, size_t n) {
@@ -343,14 +334,6 @@ static status read_last(const db_driver *drv, db *d, int64_t *seq, char hash[HAS
     return r < 0 ? e->code : ST_OK;
 }
 
-static status step_done(const db_driver *drv, db_stmt *st, err *e) {
-    int r = drv->step(st, e);
-    while (r == 1)
-        r = drv->step(st, e);
-    drv->done(st);
-    return r < 0 ? e->code : ST_OK;
-}
-
 static status insert_anchor(const db_driver *drv, db *d, const char *key_id, err *e) {
     static const char sql[] =
         "INSERT INTO audit_anchor (id, seq, hash, key_id, updated) VALUES (1, 0, ?, ?, ?)"
@@ -361,7 +344,7 @@ static status insert_anchor(const db_driver *drv, db *d, const char *key_id, err
     drv->bind_text(st, 1, zero_hash, HASH_HEX);
     drv->bind_text(st, 2, key_id, -1);
     drv->bind_int(st, 3, fhir_now_usec());
-    return step_done(drv, st, e);
+    return store_step_done(drv, st, e);
 }
 
 /* ---- the queue and the writer ---------------------------------------- */
@@ -556,7 +539,7 @@ static status write_batch_once(audit_log *a, size_t head, size_t n, int64_t *hea
     drv->bind_text(st, 2, prev, HASH_HEX);
     drv->bind_text(st, 3, a->key_id, HASH_HEX);
     drv->bind_int(st, 4, fhir_now_usec());
-    rc = step_done(drv, st, e);
+    rc = store_step_done(drv, st, e);
     if (rc != ST_OK) goto out;
     rc = store_commit(tx, e);
     tx = NULL;

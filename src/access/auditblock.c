@@ -44,7 +44,7 @@ void ablock_keyed(crypto_generichash_state *st, const unsigned char key[AUDIT_KE
     crypto_generichash_init(st, key, AUDIT_KEY_BYTES, 32);
 }
 
-static void to_hex(const unsigned char *b, size_t n, char *out) {
+void ablock_hex(const unsigned char *b, size_t n, char *out) {
     static const char hex[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
         out[2 * i] = hex[b[i] >> 4];
@@ -69,7 +69,7 @@ void ablock_hash(const crypto_generichash_state *keyed, const char *prev, int64_
     crypto_generichash_update(&st, (const unsigned char *)head, h);
     crypto_generichash_update(&st, (const unsigned char *)enc, n);
     crypto_generichash_final(&st, md, sizeof md);
-    to_hex(md, sizeof md, out);
+    ablock_hex(md, sizeof md, out);
 }
 
 static int is_hex64(const char *p) {

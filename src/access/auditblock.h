@@ -70,6 +70,9 @@ extern const acolumn audit_columns[];
 /* Append event r's netstrings (without its hash). */
 void ablock_put(buf *b, const arow *r);
 
+/* n bytes as 2n lower-case hex digits and a NUL into out. */
+void ablock_hex(const unsigned char *b, size_t n, char *out);
+
 /* The key absorbed once; hashing an event starts from a copy. */
 void ablock_keyed(crypto_generichash_state *st, const unsigned char key[AUDIT_KEY_BYTES]);
 /* hash of the event whose netstrings are enc[0..n), numbered seq, after

@@ -23,7 +23,7 @@ static int cmp_str(const void *a, const void *b) {
     return c ? c : (x->n > y->n) - (x->n < y->n);
 }
 
-static status step_done(const db_driver *drv, db_stmt *st, err *e) {
+status store_step_done(const db_driver *drv, db_stmt *st, err *e) {
     int r = drv->step(st, e);
     while (r == 1)
         r = drv->step(st, e);
@@ -49,7 +49,7 @@ static status put_patients(const db_driver *drv, db *d, int64_t first, const int
             drv->bind_int(st, (int)(3 * j + 2), k[i + j]);
             drv->bind_int(st, (int)(3 * j + 3), first);
         }
-        rc = step_done(drv, st, e);
+        rc = store_step_done(drv, st, e);
         if (rc != ST_OK) return rc;
         i += m;
     }
@@ -75,7 +75,7 @@ status store_audit_put_block(const db_driver *drv, db *d, const store_audit_bloc
     drv->bind_int(st, 4, b->at_max);
     text(st, 5, b->hash, 64);
     text(st, 6, b->text, (int)b->ntext);
-    rc = step_done(drv, st, e);
+    rc = store_step_done(drv, st, e);
     if (rc != ST_OK) return rc;
 
     /* the index rows: each patient and user once per block */
@@ -95,7 +95,7 @@ status store_audit_put_block(const db_driver *drv, db *d, const store_audit_bloc
         drv->bind_int(st, 1, b->first >> STORE_AUDIT_GROUP_BITS);
         text(st, 2, b->users[i].p, (int)b->users[i].n);
         drv->bind_int(st, 3, b->first);
-        rc = step_done(drv, st, e);
+        rc = store_step_done(drv, st, e);
         if (rc != ST_OK) return rc;
     }
     return ST_OK;

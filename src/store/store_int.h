@@ -148,6 +148,8 @@ typedef struct store_audit_block {
     size_t nusers;
 } store_audit_block;
 status store_audit_put_block(const db_driver *drv, db *d, const store_audit_block *b, err *e);
+/* Step a statement to its end and finish it: ST_OK, or the step's error. */
+status store_step_done(const db_driver *drv, db_stmt *st, err *e);
 
 /* This thread's connection to `s`, opened on first use. */
 db *store_db(store *s, err *e);
