@@ -1078,6 +1078,7 @@ typedef struct entry_job {
     const char *full_url; /* urn:uuid: fullUrl of a transaction entry */
     int validated;        /* resource validated with its Bundle */
     int matched;          /* conditional create matched an existing resource */
+    int guarded;          /* its access check passed before the write lock */
     store_prep *prep;     /* a create prepared before the transaction */
     /* results */
     int status;
@@ -1141,41 +1142,52 @@ static status parse_entry_url(const rest_request *rq, const char *url, entry_job
     return ST_OK;
 }
 
+/* The access check of one entry, as the same request on its own would be
+ * checked; it records what the access log will say of the entry. `tx`
+ * NULL: before the write lock, for a create only (its id is new, so there
+ * is no current version to check). */
+static status guard_entry(rest_ctx *ctx, const rest_request *rq, store_txn *tx, entry_job *job, err *e) {
+    char where[48];
+    snprintf(where, sizeof where, "Bundle.entry[%d]", job->index);
+    status rc = ST_OK;
+    int64_t pkey = 0;
+    char pid[72] = "";
+    const char *m = job->method;
+    int is_write = strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0;
+    const char *action = strcmp(m, "POST") == 0 ? "create" : strcmp(m, "PUT") == 0 ? "update"
+                         : strcmp(m, "DELETE") == 0 ? "delete" : job->id[0] ? "read" : "search";
+    if (strcmp(m, "DELETE") == 0) rc = guard_role(rq->who, job->type, ACC_DELETE, e);
+    else if (!is_write) rc = guard_role(rq->who, job->type, ACC_READ, e);
+    if (rc == ST_OK && job->id[0] && tx) {
+        store_meta cur;
+        err re;
+        status r = store_txn_read(tx, job->type, job->id, NULL, &cur, &re);
+        if (r == ST_OK || r == ST_GONE) {
+            pkey = cur.pkey;
+            rc = guard_record(ctx->store, rq->who, &cur, NULL, e);
+        }
+    }
+    if (rc == ST_OK && is_write && job->resource)
+        rc = guard_write(ctx->store, rq->who, job->resource, job->type, &pkey, pid, e);
+    job->audit_action = action;
+    job->audit_status = rc == ST_OK ? 200 : status_http(rc);
+    job->audit_pkey = pkey;
+    snprintf(job->audit_pid, sizeof job->audit_pid, "%s", pid);
+    job->audit_reason[0] = 0;
+    if (rc != ST_OK) snprintf(job->audit_reason, sizeof job->audit_reason, "%.159s", e->msg);
+    if (rc != ST_OK && !e->where[0]) snprintf(e->where, sizeof e->where, "%s", where);
+    job->guarded = rc == ST_OK;
+    return rc;
+}
+
 static status run_entry(rest_ctx *ctx, const rest_request *rq, store_txn *tx, entry_job *job, int want_body,
                         err *e) {
     char where[48];
     snprintf(where, sizeof where, "Bundle.entry[%d]", job->index);
     status rc = ST_OK;
-    if (ctx->guarded) {
-        /* each entry is checked as the same request on its own would be */
-        int64_t pkey = 0;
-        char pid[72] = "";
-        const char *m = job->method;
-        int is_write = strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0;
-        const char *action = strcmp(m, "POST") == 0 ? "create" : strcmp(m, "PUT") == 0 ? "update"
-                             : strcmp(m, "DELETE") == 0 ? "delete" : job->id[0] ? "read" : "search";
-        if (strcmp(m, "DELETE") == 0) rc = guard_role(rq->who, job->type, ACC_DELETE, e);
-        else if (!is_write) rc = guard_role(rq->who, job->type, ACC_READ, e);
-        if (rc == ST_OK && job->id[0]) {
-            store_meta cur;
-            err re;
-            status r = store_txn_read(tx, job->type, job->id, NULL, &cur, &re);
-            if (r == ST_OK || r == ST_GONE) {
-                pkey = cur.pkey;
-                rc = guard_record(ctx->store, rq->who, &cur, NULL, e);
-            }
-        }
-        if (rc == ST_OK && is_write && job->resource)
-            rc = guard_write(ctx->store, rq->who, job->resource, job->type, &pkey, pid, e);
-        job->audit_action = action;
-        job->audit_status = rc == ST_OK ? 200 : status_http(rc);
-        job->audit_pkey = pkey;
-        snprintf(job->audit_pid, sizeof job->audit_pid, "%s", pid);
-        if (rc != ST_OK) snprintf(job->audit_reason, sizeof job->audit_reason, "%.159s", e->msg);
-        if (rc != ST_OK) {
-            if (!e->where[0]) snprintf(e->where, sizeof e->where, "%s", where);
-            return rc;
-        }
+    if (ctx->guarded && !job->guarded) {
+        rc = guard_entry(ctx, rq, tx, job, e);
+        if (rc != ST_OK) return rc;
     }
     if (strcmp(job->method, "POST") == 0) {
         if (!job->resource) return err_set(e, ST_INVALID, "required", where, "POST entry without a resource");
@@ -1406,11 +1418,28 @@ static void h_bundle(rest_ctx *ctx, const rest_request *rq, rest_response *rs, c
     if (transaction && !conditional) {
         if (json_object_size(map)) rewrite_refs(entries, map);
         json_object_clear(map);
+        /* Guarded creates are checked (and stamped with the writer's
+         * organisation) here too, before the lock, as a single create is.
+         * Inside the transaction the check would not see the Bundle's own
+         * uncommitted writes on SQLite either (it reads on the thread's own
+         * connection), so only timing changes — except that a Bundle which
+         * deletes, or records or withdraws a consent, could narrow access
+         * for its later entries: such Bundles keep every check in the
+         * transaction. A create refused here is checked again there (an
+         * earlier entry may establish the relationship on PostgreSQL). */
+        int pre_guard = ctx->guarded;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(jobs[i].method, "DELETE") == 0 || strcmp(jobs[i].type, "Consent") == 0) pre_guard = 0;
         for (size_t i = 0; rc == ST_OK && i < n; i++) {
             entry_job *job = &jobs[i];
-            /* guarded: the entry is checked and stamped with the writer's
-             * organisation in run_entry, so it is serialised there */
-            if (strcmp(job->method, "POST") != 0 || !job->resource || ctx->guarded) continue;
+            if (strcmp(job->method, "POST") != 0 || !job->resource) continue;
+            if (ctx->guarded) {
+                err ge;
+                if (!pre_guard || guard_entry(ctx, rq, NULL, job, &ge) != ST_OK) {
+                    job->audit_action = NULL; /* decided in the transaction */
+                    continue;
+                }
+            }
             rc = prepare_create(job->resource, job->type, job->id[0] ? job->id : NULL, 1, &job->prep, &e);
             if (rc != ST_OK) {
                 char where[48];

@@ -258,6 +258,7 @@ status store_begin(store *s, store_txn **out, err *e) {
         if (!s->writer) {
             rc = s->drv->connect(s, &s->writer, e);
             if (rc == ST_OK && s->drv->writer_setup) rc = s->drv->exec(s->writer, s->drv->writer_setup, e);
+            if (rc == ST_OK && s->drv->writer_init) rc = s->drv->writer_init(s->writer, e);
             if (rc != ST_OK && s->writer) {
                 s->drv->disconnect(s->writer);
                 s->writer = NULL;

@@ -29,7 +29,10 @@ typedef struct db_driver {
     const char *for_update;   /* suffix that locks selected rows in a write txn */
     int serial_writes;        /* 1: one writer at a time, through one shared connection (SQLite) */
     const char *writer_setup; /* SQL run once on that shared write connection, or NULL */
-    const char *maintenance;  /* SQL run on the writer every STORE_MAINTENANCE_COMMITS commits, or NULL */
+    /* then this, or NULL: SQLite moves WAL checkpoints off that connection
+     * to a thread of their own (store_sqlite.c) */
+    status (*writer_init)(db *d, err *e);
+    const char *maintenance; /* SQL run on the writer every STORE_MAINTENANCE_COMMITS commits, or NULL */
     status (*connect)(store *s, db **out, err *e);
     /* the access log's writer connection, or NULL: store_begin_audit then
      * writes through store_begin (PostgreSQL keeps the log in the same

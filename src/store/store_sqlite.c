@@ -10,6 +10,18 @@
  * another of our own threads; busy_timeout covers other processes (a CLI
  * command against a database a server has open).
  *
+ * Checkpoints: the shared writer copies little of the WAL back into the
+ * database file itself (SQLite's automatic checkpoint copies all of it,
+ * inside the COMMIT of whichever write crosses 1,000 pages, while every
+ * other writer waits on store->write_lock). A thread of its own with its
+ * own connection runs a PASSIVE checkpoint whenever a commit leaves
+ * CKPT_FRAMES or more in the WAL; PASSIVE never blocks readers or the
+ * writer. The WAL starts again from its beginning only when a write
+ * begins with every frame copied back, which a steady stream of writes
+ * never allows; so at CKPT_RESTART_FRAMES the writer, in its commit, copies
+ * what the thread has not yet (the frames since the thread's last run) and
+ * the next write restarts the WAL. The WAL stays near that size.
+ *
  * Statement cache: a small open-addressed table keyed by the SQL text's
  * address (callers pass literals when caching).
  */
@@ -24,7 +36,17 @@
 #include "../base/log.h"
 #include "store_int.h"
 
-#define SQLITE_CACHE_SLOTS 128
+#define SQLITE_CACHE_SLOTS  128
+#define CKPT_FRAMES         1000 /* SQLite's own automatic checkpoint threshold */
+#define CKPT_RESTART_FRAMES 4096 /* 16 MiB of WAL at 4 KiB pages */
+
+typedef struct sq_ckpt {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int want, stop, busy;
+    char *path;
+} sq_ckpt;
 
 struct db_stmt {
     sqlite3_stmt *st;
@@ -35,6 +57,7 @@ struct db_stmt {
 struct db {
     sqlite3 *h;
     char *path;
+    sq_ckpt *ckpt; /* the shared writer's checkpoint thread, or NULL */
     struct {
         const char *sql;
         db_stmt *stmt;
@@ -181,8 +204,25 @@ static status sq_connect_audit(store *s, db **out, err *e) {
     return rc;
 }
 
+static void ckpt_stop(sq_ckpt *c) {
+    if (!c) return;
+    pthread_mutex_lock(&c->mu);
+    c->stop = 1;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->th, NULL);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c->path);
+    free(c);
+}
+
 static void sq_disconnect(db *d) {
     if (!d) return;
+    if (d->ckpt) {
+        sqlite3_wal_hook(d->h, NULL, NULL);
+        ckpt_stop(d->ckpt);
+    }
     for (int i = 0; i < SQLITE_CACHE_SLOTS; i++) {
         if (d->cache[i].stmt) {
             sqlite3_finalize(d->cache[i].stmt->st);
@@ -319,6 +359,75 @@ static status sq_size(db *d, int64_t *bytes, err *e) {
     return ST_OK;
 }
 
+/* ---- checkpoints off the write lock ------------------------------------ */
+
+static void *ckpt_main(void *arg) {
+    sq_ckpt *c = arg;
+    db *d = NULL;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->want && !c->stop)
+            pthread_cond_wait(&c->cv, &c->mu);
+        if (c->stop) break;
+        c->want = 0;
+        c->busy = 1;
+        pthread_mutex_unlock(&c->mu);
+        err e;
+        if (!d && sq_open(c->path, 0, &d, &e) != ST_OK) {
+            log_warn("sqlite: checkpoint connection: %s (the writer checkpoints instead)", e.msg);
+            d = NULL;
+        }
+        if (d) {
+            int rc = sqlite3_wal_checkpoint_v2(d->h, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+            if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+                log_warn("sqlite: checkpoint: %s", sqlite3_errmsg(d->h));
+        }
+        pthread_mutex_lock(&c->mu);
+        c->busy = 0;
+    }
+    pthread_mutex_unlock(&c->mu);
+    sq_disconnect(d);
+    return NULL;
+}
+
+/* After every commit of the writer: `frames` pages are in the WAL. */
+static int sq_wal_hook(void *arg, sqlite3 *h, const char *name, int frames) {
+    sq_ckpt *c = arg;
+    if (frames < CKPT_FRAMES) return SQLITE_OK;
+    pthread_mutex_lock(&c->mu);
+    int finish = frames >= CKPT_RESTART_FRAMES && (!c->busy || frames >= 4 * CKPT_RESTART_FRAMES);
+    if (!finish && !c->busy) {
+        c->want = 1;
+        pthread_cond_signal(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+    /* BUSY while the thread is at it: the next commit tries again */
+    if (finish) sqlite3_wal_checkpoint_v2(h, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    return SQLITE_OK;
+}
+
+static status sq_writer_init(db *d, err *e) {
+    sq_ckpt *c = calloc(1, sizeof *c);
+    if (!c || !(c->path = strdup(d->path))) {
+        free(c);
+        return err_set(e, ST_NOMEM, "exception", NULL, "out of memory");
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    if (pthread_create(&c->th, NULL, ckpt_main, c) != 0) {
+        /* SQLite's automatic checkpoint stays in place */
+        pthread_mutex_destroy(&c->mu);
+        pthread_cond_destroy(&c->cv);
+        free(c->path);
+        free(c);
+        return ST_OK;
+    }
+    pthread_setname_np(c->th, "checkpoint");
+    d->ckpt = c;
+    sqlite3_wal_hook(d->h, sq_wal_hook, c); /* replaces the automatic checkpoint */
+    return ST_OK;
+}
+
 /* The pager's data version: SQLite moves it at the start of a read
  * transaction that finds the file changed by another connection. */
 static int sq_data_version(db *d, uint64_t *v) {
@@ -341,6 +450,7 @@ const db_driver db_sqlite_driver = {
      * them SQLite scans every resource of a type in rkey order rather than
      * looking up the few an index subquery names (Patient?identifier=...) */
     .maintenance = "ANALYZE",
+    .writer_init = sq_writer_init,
     .connect = sq_connect,
     .connect_audit = sq_connect_audit,
     .disconnect = sq_disconnect,
