@@ -202,3 +202,54 @@ def test_a_relationship_ended_by_another_process_is_seen_by_the_next_read(fhir, 
         time.sleep(5.5)
     r = gp.get(f"Observation/{obs}")
     assert r.status_code == 403, (r.status_code, r.text[:300])
+
+
+def _obs(pid, text):
+    return {"resourceType": "Observation", "status": "final", "code": {"text": text},
+            "subject": {"reference": f"Patient/{pid}"}}
+
+
+def test_transaction_bundle_creates_are_checked_stamped_and_logged(fhir, server):
+    """A signed-in transaction's creates are checked before the write lock
+    (rest.c h_bundle): each is still refused without a relationship (the
+    whole Bundle then stores nothing), stamped with the writer's
+    organisation when allowed, and logged one entry each."""
+    practice = "TB" + uid()[:4].upper()
+    mine, stranger = _patient(fhir, practice), _patient(fhir)
+    user = "gp-" + uid()[:8]
+    gp = _client(server, user, "gp", practice)
+    text = "tb-" + uid()
+    new_patient = {"resourceType": "Patient", "name": [{"family": "Bundle" + uid()[:6]}],
+                   "generalPractitioner": [{"reference": f"Organization/org-{practice}"}]}
+    ok = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a", "resource": new_patient,
+         "request": {"method": "POST", "url": "Patient"}},
+        {"resource": _obs("61ebe359", text) | {"subject": {
+            "reference": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"}},
+         "request": {"method": "POST", "url": "Observation"}},
+        {"resource": _obs(mine, text), "request": {"method": "POST", "url": "Observation"}}]}
+    r = gp.post("", ok)
+    assert r.status_code == 200, r.text
+    locs = [e["response"]["location"] for e in r.json()["entry"]]
+    assert all(e["response"]["status"].startswith("201") for e in r.json()["entry"]), r.text
+    for loc in locs[1:]:
+        got = gp.get(loc.split("/_history")[0])
+        assert got.status_code == 200, got.text
+        tags = got.json()["meta"].get("tag", [])
+        assert {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "code": practice} in [
+            {"system": t.get("system"), "code": t.get("code")} for t in tags], tags
+
+    refused = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": _obs(mine, text + "-x"), "request": {"method": "POST", "url": "Observation"}},
+        {"resource": _obs(stranger, text + "-x"), "request": {"method": "POST", "url": "Observation"}}]}
+    r = gp.post("", refused)
+    assert r.status_code == 403, r.text
+    for pid, stored in ((mine, 1), (stranger, 0)):
+        b = fhir.get("Observation", params={"subject": f"Patient/{pid}", "_summary": "count"})
+        assert b.status_code == 200 and b.json().get("total") == stored, (pid, b.text)
+
+    officer = _client(server, "po-" + uid()[:8], "privacy-officer", "PO001")
+    creates = [e for e in _log(officer, user=user) if e.get("action") == "C"]
+    outcomes = sorted(e["outcome"] for e in creates)
+    # three stored; of the refused Bundle, the allowed entry (not stored) and the refusal
+    assert outcomes == ["0", "0", "0", "4", "4"], [(e["outcome"], e.get("outcomeDesc")) for e in creates]
