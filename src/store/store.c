@@ -329,7 +329,9 @@ status store_commit(store_txn *tx, err *e) {
     if (rc != ST_OK) {
         s->drv->rollback(tx->d);
     } else {
-        if (!tx->keeps_access) atomic_fetch_add(&s->access_gen, 1); /* after the commit: see store_scope.c */
+        /* after the commit (store_scope.c). Where readers see a data
+         * version, they follow the access epoch instead (migration 13) */
+        if (!tx->keeps_access && !s->drv->data_version) atomic_fetch_add(&s->access_gen, 1);
         /* every write counts towards the planner's statistics (this was an
          * `else` of the line above: only sign-in bookkeeping counted, so a
          * loaded database kept the statistics of an empty one and searched

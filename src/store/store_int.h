@@ -103,6 +103,7 @@ struct store {
      * store_begin_keeping_access transactions): cached decisions older
      * than it are recomputed (store_scope.c). */
     _Atomic uint64_t access_gen;
+    _Atomic int64_t access_epoch; /* acc_epoch.n as last read (SQLite; store_scope.c) */
 };
 
 /* A connection as seen by store.c: the driver's handle plus its owner. */

@@ -312,6 +312,23 @@ static void cache_put(uint64_t key, int64_t pkey, uint64_t gen, store_why why) {
 static status check_uncached(store *s, const store_scope *sc, int64_t pkey, const char *org, unsigned sens,
                              store_why *why, int *via_glass, err *e);
 
+/* Something was committed since this connection last looked: if it moved
+ * the access epoch (what decisions read changed), cached decisions are
+ * stale. Not knowing counts as moved. */
+static status follow_epoch(store *s, db *d) {
+    static const char sql[] = "SELECT n FROM acc_epoch WHERE id = 1";
+    err e;
+    db_stmt *st = NULL;
+    int64_t n = -1;
+    status rc = s->drv->prepare(d, sql, 1, &st, &e);
+    if (rc == ST_OK) {
+        if (s->drv->step(st, &e) == 1) n = s->drv->col_int(st, 0);
+        s->drv->done(st);
+    }
+    if (n < 0 || atomic_exchange(&s->access_epoch, n) != n) atomic_fetch_add(&s->access_gen, 1);
+    return n < 0 ? ST_IO : ST_OK;
+}
+
 status store_scope_check(store *s, const store_scope *sc, int64_t pkey, const char *org, unsigned sens,
                          store_why *why, int *via_glass, err *e) {
     *why = STORE_VISIBLE;
@@ -325,10 +342,11 @@ status store_scope_check(store *s, const store_scope *sc, int64_t pkey, const ch
         db *d = store_db(s, e);
         uint64_t v;
         if (d && s->drv->data_version(d, &v) == 0) {
-            if (seen_d == d && seen_v != v) atomic_fetch_add(&s->access_gen, 1); /* another's commit */
-            seen_d = d;
+            int ok = 1;
+            if (seen_d != d || seen_v != v) ok = follow_epoch(s, d) == ST_OK; /* a commit since */
+            seen_d = ok ? d : NULL;
             seen_v = v;
-            ttl = ACCESS_CACHE_SEC_SEEN;
+            if (ok) ttl = ACCESS_CACHE_SEC_SEEN;
         }
     }
     uint64_t gen = atomic_load(&s->access_gen); /* before the queries */

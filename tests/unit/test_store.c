@@ -1829,6 +1829,85 @@ static void test_sqlite_wal_bounded_and_checkpointed(void **state) {
     assert_status(store_read(f->s, "Patient", last, 0, NULL, &m, &f->e), ST_OK);
 }
 
+/* The access epoch (migration 13): triggers move it on every change to
+ * what access decisions read, whoever commits it, and only then; cached
+ * decisions follow it, so writing clinical data keeps them. */
+static int64_t epoch_of(fx *f) {
+    db *d = store_db(f->s, &f->e);
+    assert_non_null(d);
+    db_stmt *st = NULL;
+    assert_status(f->s->drv->prepare(d, "SELECT n FROM acc_epoch WHERE id = 1", 0, &st, &f->e), ST_OK);
+    assert_int_equal(f->s->drv->step(st, &f->e), 1);
+    int64_t n = f->s->drv->col_int(st, 0);
+    f->s->drv->done(st);
+    return n;
+}
+
+static void exec_txn(fx *f, const char *sql) {
+    assert_status(store_begin(f->s, &f->tx, &f->e), ST_OK);
+    assert_status(f->s->drv->exec(f->tx->d, sql, &f->e), ST_OK);
+    assert_status(store_commit(f->tx, &f->e), ST_OK);
+    f->tx = NULL;
+}
+
+static void test_sqlite_access_epoch_follows_access_data(void **state) {
+    fx *f = *state;
+    put_ok(f, "ep1", "{\"resourceType\":\"Patient\"}");
+    int64_t pkey = 0;
+    assert_status(store_patient_key_of(f->s, "ep1", &pkey, &f->e), ST_OK);
+    assert_true(pkey > 0);
+    static const char *const changes[] = {
+        "INSERT INTO acc_rel (pkey, src_rkey, kind, org, who) VALUES (1, 1, 'registered', 'X1', '')",
+        "UPDATE acc_rel SET org = 'X2' WHERE src_rkey = 1",
+        "DELETE FROM acc_rel WHERE src_rkey = 1",
+        "INSERT INTO acc_consent (pkey, src_rkey, org, since) VALUES (1, 2, 'X1', 0)",
+        "DELETE FROM acc_consent WHERE src_rkey = 2",
+        "INSERT INTO acc_org (org_id, ods, part_of) VALUES ('o1', 'X1', '')",
+        "INSERT INTO reg_source (patient_id, person_key, decision, decided_by, decided_at, updated, nhs, "
+        "family,"
+        " given, birth_date, gender, postcode, address_line, local_ids, source)"
+        " VALUES ('ep1', 1, 'new', 'registry', 0, 0, '', '', '', '', '', '', '', '', '')",
+        "UPDATE reg_source SET person_key = 2 WHERE patient_id = 'ep1'",
+        "DELETE FROM reg_source WHERE patient_id = 'ep1'",
+    };
+    for (size_t i = 0; i < sizeof changes / sizeof changes[0]; i++) {
+        int64_t before = epoch_of(f);
+        exec_txn(f, changes[i]);
+        if (epoch_of(f) <= before) fail_msg("the access epoch stood still after: %s", changes[i]);
+    }
+    /* clinical data leaves it, and the cached decisions, alone */
+    store_scope sc = {.restricted = 1, .patient_data = 1, .orgs = {"NOPE1"}, .norgs = 1, .user_key = 7};
+    store_why why;
+    assert_status(store_scope_check(f->s, &sc, pkey, "", 0, &why, NULL, &f->e), ST_OK);
+    assert_int_equal(why, STORE_HIDDEN_NO_RELATIONSHIP);
+    int64_t epoch = epoch_of(f);
+    uint64_t gen = atomic_load(&f->s->access_gen);
+    put_ok(f, NULL,
+           "{\"resourceType\":\"Observation\",\"status\":\"final\",\"code\":{\"text\":\"x\"},"
+           "\"subject\":{\"reference\":\"Patient/ep1\"}}");
+    {
+        store_meta rm;
+        assert_status(store_read(f->s, "Patient", "ep1", 0, NULL, &rm, &f->e), ST_OK);
+    }
+    assert_status(store_scope_check(f->s, &sc, pkey, "", 0, &why, NULL, &f->e), ST_OK);
+    assert_int_equal(epoch_of(f), epoch);
+    if (atomic_load(&f->s->access_gen) != gen)
+        fail_msg("an Observation's commit dropped the cached decisions");
+    /* a relationship for the user's organisation: seen at the next check */
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO acc_rel (pkey, src_rkey, kind, org, who) VALUES (%lld, 9, 'registered', "
+             "'NOPE1', '')",
+             (long long)pkey);
+    exec_txn(f, sql);
+    {
+        store_meta rm;
+        assert_status(store_read(f->s, "Patient", "ep1", 0, NULL, &rm, &f->e), ST_OK);
+    }
+    assert_status(store_scope_check(f->s, &sc, pkey, "", 0, &why, NULL, &f->e), ST_OK);
+    assert_int_equal(why, STORE_VISIBLE);
+}
+
 /* ================================================================ main */
 
 #define STORE_TESTS(X)                                                                                       \
@@ -1881,8 +1960,8 @@ static void test_postgresql_skipped(void **state) {
 }
 
 int main(void) {
-    static const struct CMUnitTest sqlite_tests[] = {
-        STORE_TESTS(SQLITE_TEST) SQLITE_TEST(test_sqlite_wal_bounded_and_checkpointed)};
+    static const struct CMUnitTest sqlite_tests[] = {STORE_TESTS(SQLITE_TEST) SQLITE_TEST(
+        test_sqlite_wal_bounded_and_checkpointed) SQLITE_TEST(test_sqlite_access_epoch_follows_access_data)};
     static const struct CMUnitTest pg_tests[] = {STORE_TESTS(PG_TEST)};
     static const struct CMUnitTest pg_skipped[] = {
         cmocka_unit_test(test_postgresql_skipped),
