@@ -61,7 +61,7 @@
 
 /* After every insert, update and delete of table T: the access epoch moves. */
 #define EPOCH_TRIGGER(T, OP)                                                                                 \
-    "CREATE TRIGGER acc_epoch_" T "_" OP " AFTER " OP " ON " T                                               \
+    "CREATE TRIGGER IF NOT EXISTS acc_epoch_" T "_" OP " AFTER " OP " ON " T                                 \
     " BEGIN UPDATE acc_epoch SET n = n + 1 WHERE id = 1; END;"
 #define EPOCH_TRIGGERS(T) EPOCH_TRIGGER(T, "INSERT") EPOCH_TRIGGER(T, "UPDATE") EPOCH_TRIGGER(T, "DELETE")
 
@@ -308,17 +308,17 @@ static const char *const migrations[] = {
      * pack_audit_log has created the tables and repacked the rows, in a
      * transaction of its own; this step is for a database that had none */
     AUDIT_BLOCK_TABLES,
-    /* 13: the access epoch, moved by every change to what access decisions
+    /* 13 (re-runnable, as test_audit's legacy databases need): the access
+     * epoch, moved by every change to what access decisions
      * read (store_scope.c). On SQLite triggers move it, whichever process or
      * code path commits the change: a reader that sees the database changed
      * drops its cached decisions only when the epoch moved, so a stream of
      * Observations from a feed no longer makes every read decide again.
      * PostgreSQL readers see no data version; there every commit still
      * drops them (store_commit) and the table stays unused */
-    "CREATE TABLE acc_epoch (id SMALLINT PRIMARY KEY, n BIGINT NOT NULL);"
-    "INSERT INTO acc_epoch (id, n) VALUES (1, 0);"
-    "{SQ}"
-    EPOCH_TRIGGERS("acc_rel") EPOCH_TRIGGERS("acc_consent") EPOCH_TRIGGERS("acc_glass")
+    "CREATE TABLE IF NOT EXISTS acc_epoch (id SMALLINT PRIMARY KEY, n BIGINT NOT NULL);"
+    "INSERT INTO acc_epoch (id, n) VALUES (1, 0) ON CONFLICT DO NOTHING;"
+    "{SQ}" EPOCH_TRIGGERS("acc_rel") EPOCH_TRIGGERS("acc_consent") EPOCH_TRIGGERS("acc_glass")
         EPOCH_TRIGGERS("acc_org") EPOCH_TRIGGERS("reg_source") "{/SQ}",
 };
 

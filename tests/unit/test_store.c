@@ -1908,6 +1908,53 @@ static void test_sqlite_access_epoch_follows_access_data(void **state) {
     assert_int_equal(why, STORE_VISIBLE);
 }
 
+/* SELECTs built at run time keep their prepared statements by text
+ * (store_sqlite.c): the same text again is the same statement, reset and
+ * unbound; asked for while in use (a nested query of the same shape) it is
+ * another statement, and both give their own answers; more texts than
+ * the cache holds evict the oldest not in use. */
+static void test_sqlite_statements_cached_by_text(void **state) {
+    fx *f = *state;
+    const db_driver *drv = f->s->drv;
+    db *d = store_db(f->s, &f->e);
+    assert_non_null(d);
+    char sql[64];
+    snprintf(sql, sizeof sql, "SELECT ? + 1");
+    db_stmt *a = NULL, *b = NULL, *c = NULL;
+    assert_status(drv->prepare(d, sql, 0, &a, &f->e), ST_OK);
+    drv->bind_int(a, 1, 41);
+    /* the same text while `a` is in use: a statement of its own */
+    char again[64];
+    snprintf(again, sizeof again, "%s", sql);
+    assert_status(drv->prepare(d, again, 0, &b, &f->e), ST_OK);
+    assert_ptr_not_equal(a, b);
+    drv->bind_int(b, 1, 1);
+    assert_int_equal(drv->step(a, &f->e), 1);
+    assert_int_equal(drv->step(b, &f->e), 1);
+    assert_int_equal(drv->col_int(a, 0), 42);
+    assert_int_equal(drv->col_int(b, 0), 2);
+    drv->done(b);
+    drv->done(a);
+    /* done: the next prepare of that text gets a cached one, unbound */
+    assert_status(drv->prepare(d, again, 0, &c, &f->e), ST_OK);
+    assert_true(c == a || c == b);
+    assert_int_equal(drv->step(c, &f->e), 1);
+    assert_int_equal(drv->col_int(c, 0), 0); /* NULL + 1 is NULL: read as 0 */
+    assert_null(drv->col_text(c, 0, NULL));
+    drv->done(c);
+    /* forty other texts: the cache keeps working, answers stay right */
+    for (int i = 0; i < 40; i++) {
+        char t[64];
+        snprintf(t, sizeof t, "SELECT ? + %d", i);
+        db_stmt *x = NULL;
+        assert_status(drv->prepare(d, t, 0, &x, &f->e), ST_OK);
+        drv->bind_int(x, 1, 1000);
+        assert_int_equal(drv->step(x, &f->e), 1);
+        assert_int_equal(drv->col_int(x, 0), 1000 + i);
+        drv->done(x);
+    }
+}
+
 /* ================================================================ main */
 
 #define STORE_TESTS(X)                                                                                       \
@@ -1961,7 +2008,8 @@ static void test_postgresql_skipped(void **state) {
 
 int main(void) {
     static const struct CMUnitTest sqlite_tests[] = {STORE_TESTS(SQLITE_TEST) SQLITE_TEST(
-        test_sqlite_wal_bounded_and_checkpointed) SQLITE_TEST(test_sqlite_access_epoch_follows_access_data)};
+        test_sqlite_wal_bounded_and_checkpointed) SQLITE_TEST(test_sqlite_access_epoch_follows_access_data)
+                                                         SQLITE_TEST(test_sqlite_statements_cached_by_text)};
     static const struct CMUnitTest pg_tests[] = {STORE_TESTS(PG_TEST)};
     static const struct CMUnitTest pg_skipped[] = {
         cmocka_unit_test(test_postgresql_skipped),
