@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../base/hash.h"
 #include "store_int.h"
 
 static void bind_i(store_binds *b, int64_t v) {
@@ -265,24 +266,17 @@ static void cache_init(void) {
         pthread_mutex_init(&cache[i].lock, NULL);
 }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *c = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ c[i]) * 1099511628211ull;
-    return h;
-}
-
 /* Everything the answer depends on besides the store's contents. */
 static uint64_t decision_key(const store_scope *sc, int64_t pkey, const char *org, unsigned sens) {
-    uint64_t h = 1469598103934665603ull;
-    h = fnv(h, &sc->user_key, sizeof sc->user_key);
-    h = fnv(h, &pkey, sizeof pkey);
-    h = fnv(h, &sens, sizeof sens);
-    h = fnv(h, &sc->sens_denied, sizeof sc->sens_denied);
-    if (org) h = fnv(h, org, strlen(org) + 1);
+    uint64_t h = FNV1A_INIT;
+    h = fnv1a(h, &sc->user_key, sizeof sc->user_key);
+    h = fnv1a(h, &pkey, sizeof pkey);
+    h = fnv1a(h, &sens, sizeof sens);
+    h = fnv1a(h, &sc->sens_denied, sizeof sc->sens_denied);
+    if (org) h = fnv1a(h, org, strlen(org) + 1);
     for (int i = 0; i < sc->norgs; i++)
-        h = fnv(h, sc->orgs[i], strlen(sc->orgs[i]) + 1);
-    if (sc->practitioner) h = fnv(h, sc->practitioner, strlen(sc->practitioner) + 1);
+        h = fnv1a(h, sc->orgs[i], strlen(sc->orgs[i]) + 1);
+    if (sc->practitioner) h = fnv1a(h, sc->practitioner, strlen(sc->practitioner) + 1);
     return h | 1; /* 0 marks an empty slot */
 }
 

@@ -50,6 +50,7 @@ typedef struct qb {
     arena *a;
     store *s;
     int aliases;
+    int lists_r;              /* some clause is `r.rkey IN (SELECT ...)` */
     const store_scope *scope; /* applied to the searched rows and to every chained target */
 } qb;
 
@@ -347,6 +348,7 @@ static status clause_sql(qb *q, const char *alias, const search_clause *c, int64
     if (c->modifier == MOD_MISSING) {
         buf_printf(&q->sql, " AND %s.rkey %s (SELECT rkey FROM %s WHERE param = ?)", alias,
                    c->missing ? "NOT IN" : "IN", table);
+        if (!c->missing && strcmp(alias, "r") == 0) q->lists_r = 1;
         bi(q, param);
         return ST_OK;
     }
@@ -362,6 +364,7 @@ static status clause_sql(qb *q, const char *alias, const search_clause *c, int64
             alias, n, n, t, t, n, t, n, n, n, t);
         bi(q, param);
         bt(q, v->chain_type);
+        if (strcmp(alias, "r") == 0) q->lists_r = 1;
         scope_cond(q, q->scope, t); /* a chain must not test what the user may not see */
         rc = clause_sql(q, t, v->chain, 0, 0, e);
         sql(q, ")");
@@ -375,6 +378,7 @@ static status clause_sql(qb *q, const char *alias, const search_clause *c, int64
     } else {
         buf_printf(&q->sql, " AND %s.rkey %s (SELECT rkey FROM %s WHERE ", alias,
                    c->modifier == MOD_NOT ? "NOT IN" : "IN", table);
+        if (c->modifier != MOD_NOT && strcmp(alias, "r") == 0) q->lists_r = 1;
         if (pkey && c->modifier != MOD_NOT) {
             sql(q, "pkey = ? AND ");
             bi(q, pkey);
@@ -583,6 +587,7 @@ static void qb_reset(qb *q) {
     buf_reset(&q->sql);
     q->n = 0;
     q->aliases = 0;
+    q->lists_r = 0;
 }
 
 status store_search_on(store *s, db *d, const search_query *sq, store_items *out, err *e) {
@@ -641,7 +646,7 @@ status store_search_on(store *s, db *d, const search_query *sq, store_items *out
      * r.rtype a filter, not an index choice, whenever such a list exists.
      * (With the patient fast path, r.pkey leads instead. SQLite only: the
      * unary + on text is its idiom; PostgreSQL's planner has no need.) */
-    if (!pkey && drv == &db_sqlite_driver && strstr(q.sql.p, " r.rkey IN (SELECT ")) {
+    if (!pkey && drv == &db_sqlite_driver && q.lists_r) {
         static const char lead[] = " FROM resource r WHERE r.rtype = ?";
         if (strncmp(q.sql.p, lead, sizeof lead - 1) == 0) {
             buf_puts(&where, " FROM resource r WHERE +r.rtype = ?");

@@ -37,6 +37,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../base/hash.h"
 #include "../base/log.h"
 #include "sqlite_walbuf.h"
 #include "store_int.h"
@@ -293,10 +294,8 @@ static void stmt_free(db_stmt *s) {
  * statement in use (the same text asked for again before done) is not
  * shared: that caller gets one of its own. */
 static status prepare_text(db *d, const char *sql, db_stmt **out, err *e) {
-    uint64_t h = 1469598103934665603ull;
-    size_t n = 0;
-    for (const unsigned char *c = (const unsigned char *)sql; *c; c++, n++)
-        h = (h ^ *c) * 1099511628211ull;
+    size_t n = strlen(sql);
+    uint64_t h = fnv1a(FNV1A_INIT, sql, n);
     for (int i = 0; i < SQLITE_TEXT_SLOTS; i++) {
         db_stmt *t = d->texts[i];
         if (t && t->hash == h && !t->in_use && strcmp(t->text, sql) == 0) {
