@@ -74,7 +74,8 @@ static int wb_flush(wb_file *f) {
     return rc;
 }
 
-/* Flush, and hand over any failure not yet reported. */
+/* Flush, and hand over any failure not yet reported (a no-op on any file
+ * but a WAL: only those buffer). */
 static int wb_settle(wb_file *f) {
     wb_flush(f);
     int rc = f->sticky;
@@ -88,7 +89,7 @@ static int wb_gathering(const wb_file *f) {
 
 static int wb_close(sqlite3_file *pf) {
     wb_file *f = (wb_file *)pf;
-    int rc = f->is_wal ? wb_settle(f) : SQLITE_OK;
+    int rc = wb_settle(f);
     if (f->is_wal && f->db && f->db->wal == f) f->db->wal = NULL;
     if (!f->is_wal && f->wal) f->wal->db = NULL;
     free(f->buf);
@@ -99,10 +100,8 @@ static int wb_close(sqlite3_file *pf) {
 
 static int wb_read(sqlite3_file *pf, void *p, int amt, sqlite3_int64 off) {
     wb_file *f = (wb_file *)pf;
-    if (f->is_wal) {
-        int rc = wb_settle(f);
-        if (rc != SQLITE_OK) return rc;
-    }
+    int rc = wb_settle(f);
+    if (rc != SQLITE_OK) return rc;
     return f->real->pMethods->xRead(f->real, p, amt, off);
 }
 
@@ -136,28 +135,22 @@ static int wb_write(sqlite3_file *pf, const void *p, int amt, sqlite3_int64 off)
 
 static int wb_truncate(sqlite3_file *pf, sqlite3_int64 size) {
     wb_file *f = (wb_file *)pf;
-    if (f->is_wal) {
-        int rc = wb_settle(f);
-        if (rc != SQLITE_OK) return rc;
-    }
+    int rc = wb_settle(f);
+    if (rc != SQLITE_OK) return rc;
     return f->real->pMethods->xTruncate(f->real, size);
 }
 
 static int wb_sync(sqlite3_file *pf, int flags) {
     wb_file *f = (wb_file *)pf;
-    if (f->is_wal) {
-        int rc = wb_settle(f);
-        if (rc != SQLITE_OK) return rc;
-    }
+    int rc = wb_settle(f);
+    if (rc != SQLITE_OK) return rc;
     return f->real->pMethods->xSync(f->real, flags);
 }
 
 static int wb_file_size(sqlite3_file *pf, sqlite3_int64 *size) {
     wb_file *f = (wb_file *)pf;
-    if (f->is_wal) {
-        int rc = wb_settle(f);
-        if (rc != SQLITE_OK) return rc;
-    }
+    int rc = wb_settle(f);
+    if (rc != SQLITE_OK) return rc;
     return f->real->pMethods->xFileSize(f->real, size);
 }
 

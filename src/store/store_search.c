@@ -53,7 +53,6 @@ typedef struct qb {
     arena *a;
     store *s;
     int aliases;
-    int lists_r;              /* some clause is `r.rkey IN (SELECT ...)` */
     const store_scope *scope; /* applied to the searched rows and to every chained target */
 } qb;
 
@@ -311,6 +310,20 @@ static status value_cond(qb *q, const search_clause *c, const search_value *v, e
     }
 }
 
+/* The clause's values, ORed, in parentheses (no leading AND). */
+static status values_cond(qb *q, const search_clause *c, err *e) {
+    sql(q, "(");
+    for (int i = 0; i < c->n_values; i++) {
+        if (i) sql(q, " OR ");
+        sql(q, "(");
+        status rc = value_cond(q, c, &c->values[i], e);
+        if (rc != ST_OK) return rc;
+        sql(q, ")");
+    }
+    sql(q, ")");
+    return ST_OK;
+}
+
 /* `probe`: test each candidate row by primary key (rkey, param, ...)
  * rather than list the clause's matches (see driver_clause). */
 static status clause_sql(qb *q, const char *alias, const search_clause *c, int64_t pkey, int probe, err *e) {
@@ -351,7 +364,6 @@ static status clause_sql(qb *q, const char *alias, const search_clause *c, int64
     if (c->modifier == MOD_MISSING) {
         buf_printf(&q->sql, " AND %s.rkey %s (SELECT rkey FROM %s WHERE param = ?)", alias,
                    c->missing ? "NOT IN" : "IN", table);
-        if (!c->missing && strcmp(alias, "r") == 0) q->lists_r = 1;
         bi(q, param);
         return ST_OK;
     }
@@ -367,7 +379,6 @@ static status clause_sql(qb *q, const char *alias, const search_clause *c, int64
             alias, n, n, t, t, n, t, n, n, n, t);
         bi(q, param);
         bt(q, v->chain_type);
-        if (strcmp(alias, "r") == 0) q->lists_r = 1;
         scope_cond(q, q->scope, t); /* a chain must not test what the user may not see */
         rc = clause_sql(q, t, v->chain, 0, 0, e);
         sql(q, ")");
@@ -381,23 +392,16 @@ static status clause_sql(qb *q, const char *alias, const search_clause *c, int64
     } else {
         buf_printf(&q->sql, " AND %s.rkey %s (SELECT rkey FROM %s WHERE ", alias,
                    c->modifier == MOD_NOT ? "NOT IN" : "IN", table);
-        if (c->modifier != MOD_NOT && strcmp(alias, "r") == 0) q->lists_r = 1;
         if (pkey && c->modifier != MOD_NOT) {
             sql(q, "pkey = ? AND ");
             bi(q, pkey);
         }
     }
-    sql(q, "param = ? AND (");
+    sql(q, "param = ? AND ");
     bi(q, param);
-    for (int i = 0; i < c->n_values; i++) {
-        if (i) sql(q, " OR ");
-        sql(q, "(");
-        rc = value_cond(q, c, &c->values[i], e);
-        if (rc != ST_OK) return rc;
-        sql(q, ")");
-    }
-    sql(q, "))");
-    return ST_OK;
+    rc = values_cond(q, c, e);
+    sql(q, ")");
+    return rc;
 }
 
 /* Does the clause become `r.rkey [NOT] IN (SELECT rkey FROM idx_...)`? */
@@ -601,18 +605,9 @@ static status list_open(qb *q, const search_clause *c, int64_t pkey, err *e) {
         sql(q, "p.pkey = ? AND ");
         bi(q, pkey);
     }
-    sql(q, "p.param = ? AND (");
+    sql(q, "p.param = ? AND ");
     bi(q, param);
-    for (int i = 0; i < c->n_values; i++) {
-        if (i) sql(q, " OR ");
-        sql(q, "(");
-        status rc = value_cond(q, c, &c->values[i], e);
-        if (rc != ST_OK) return rc;
-        sql(q, ")");
-    }
-    sql(q, ")");
-    q->lists_r = 1;
-    return ST_OK;
+    return values_cond(q, c, e);
 }
 
 /* The WHERE of a search whose rows one clause lists: the patient fast
@@ -630,19 +625,9 @@ static status list_open(qb *q, const search_clause *c, int64_t pkey, err *e) {
  * Testing the clauses against r instead read every listed resource from
  * the table first: at 10,000,019 resources, where a search reads most of
  * its pages from disk, Observation?patient&code&date needed 18.3 SQLite
- * page reads a search, nested 9.4 (200 searches, sqlite3 .stats). On
- * SQLite the unary + keeps r.rtype (and r.pkey) filters, so the list
- * drives by rowid rather than through resource_patient, another page.
- * _id, _lastUpdated and :missing test r itself and stay outside. */
-static status listed_where(qb *q, const search_query *sq, int lead, int64_t pkey, int sqlite, err *e) {
-    sql(q, sqlite ? " FROM resource r WHERE +r.rtype = ? AND r.deleted = 0"
-                  : " FROM resource r WHERE r.rtype = ? AND r.deleted = 0");
-    bt(q, sq->type);
-    if (pkey) {
-        sql(q, sqlite ? " AND +r.pkey = ?" : " AND r.pkey = ?");
-        bi(q, pkey);
-    }
-    scope_cond(q, sq->scope, "r");
+ * page reads a search, nested 9.4 (200 searches, sqlite3 .stats). _id,
+ * _lastUpdated and :missing test r itself and stay outside. */
+static status listed_where(qb *q, const search_query *sq, int lead, int64_t pkey, err *e) {
     status rc = ST_OK;
     for (int i = 0; i < sq->n_clauses && rc == ST_OK; i++)
         if (!listed_clause(&sq->clauses[i])) rc = clause_sql(q, "r", &sq->clauses[i], pkey, 0, e);
@@ -653,11 +638,24 @@ static status listed_where(qb *q, const search_query *sq, int lead, int64_t pkey
     return rc;
 }
 
+/* Will some clause become `r.rkey IN (SELECT ...)`, a list of candidates?
+ * (clause_sql without the patient fast path: a positive clause, a chain,
+ * or :missing=false.) */
+static int lists_rows(const search_query *sq) {
+    for (int i = 0; i < sq->n_clauses; i++) {
+        const search_clause *c = &sq->clauses[i];
+        if (c->target != ST_PARAM) continue;
+        if (c->modifier == MOD_MISSING ? !c->missing
+                                       : (c->n_values == 1 && c->values[0].chain) || c->modifier != MOD_NOT)
+            return 1;
+    }
+    return 0;
+}
+
 static void qb_reset(qb *q) {
     buf_reset(&q->sql);
     q->n = 0;
     q->aliases = 0;
-    q->lists_r = 0;
 }
 
 status store_search_on(store *s, db *d, const search_query *sq, store_items *out, err *e) {
@@ -694,37 +692,33 @@ status store_search_on(store *s, db *d, const search_query *sq, store_items *out
     }
 
     /* WHERE clause, shared by the page and the count */
-    buf where = {0};
     qb_reset(&q);
     int lead = pkey ? pclause : driver_clause(sq);
+    /* Where a clause lists the candidates (`r.rkey IN (SELECT ...)`), left
+     * to itself the planner may prefer the (rtype, updated) index and test
+     * every resource of the type against the list (Patient?family&birthdate
+     * at 1,000,000 resources: 1.3 ms a search, bench.py), or go through
+     * resource_patient for r.pkey, a page more than the rowid. The unary +
+     * keeps r.rtype and r.pkey filters, not index choices. SQLite only: the
+     * unary + on text is its idiom; PostgreSQL's planner has no need. */
+    int plus = drv == &db_sqlite_driver && (lead >= 0 || lists_rows(sq));
+    sql(&q, plus ? " FROM resource r WHERE +r.rtype = ? AND r.deleted = 0"
+                 : " FROM resource r WHERE r.rtype = ? AND r.deleted = 0");
+    bt(&q, sq->type);
+    if (pkey) {
+        sql(&q, plus ? " AND +r.pkey = ?" : " AND r.pkey = ?");
+        bi(&q, pkey);
+    }
+    scope_cond(&q, sq->scope, "r");
     if (lead >= 0) {
-        rc = listed_where(&q, sq, lead, pkey, drv == &db_sqlite_driver, e);
+        rc = listed_where(&q, sq, lead, pkey, e);
     } else {
-        sql(&q, " FROM resource r WHERE r.rtype = ? AND r.deleted = 0");
-        bt(&q, sq->type);
-        scope_cond(&q, sq->scope, "r");
         for (int i = 0; i < sq->n_clauses && rc == ST_OK; i++)
             rc = clause_sql(&q, "r", &sq->clauses[i], 0, 0, e);
     }
-    if (rc != ST_OK) {
-        buf_free(&where);
-        goto out;
-    }
-    /* A clause's `r.rkey IN (SELECT ...)` names the candidates; left to
-     * itself the planner may prefer the (rtype, updated) index and test
-     * every resource of the type against the list (Patient?family&birthdate
-     * at 1,000,000 resources: 1.3 ms a search, bench.py). The unary + keeps
-     * r.rtype a filter, not an index choice, whenever such a list exists
-     * (listed_where writes it so itself). SQLite only: the unary + on text
-     * is its idiom; PostgreSQL's planner has no need. */
-    if (lead < 0 && drv == &db_sqlite_driver && q.lists_r) {
-        static const char plain[] = " FROM resource r WHERE r.rtype = ?";
-        if (strncmp(q.sql.p, plain, sizeof plain - 1) == 0) {
-            buf_puts(&where, " FROM resource r WHERE +r.rtype = ?");
-            buf_append(&where, q.sql.p + sizeof plain - 1, q.sql.len - (sizeof plain - 1));
-        }
-    }
-    if (!where.len) buf_append(&where, q.sql.p, q.sql.len);
+    if (rc != ST_OK) goto out;
+    buf where = {0};
+    buf_append(&where, q.sql.p, q.sql.len);
     int where_binds = q.n;
 
     if (sq->summary == SUMMARY_COUNT || sq->total_accurate) {

@@ -938,6 +938,19 @@ static void test_patient_key_fast_path(void **state) {
                "Observation/o1");
     expect_set(f, "Observation", "patient=p1,p2",
                "Observation/o1 Observation/o2 Observation/o3 Observation/o5");
+    /* the patient's list with other clauses: tested inside it (code, status,
+     * :not, :missing) or against the resource itself (_id, _lastUpdated) */
+    expect_set(f, "Observation", "patient=p1&status=final", "Observation/o1");
+    expect_set(f, "Observation", "patient=p1&code:not=29463-7", "Observation/o1");
+    expect_set(f, "Observation", "patient=p1&code:missing=true", "");
+    expect_set(f, "Observation", "patient=p1&_id=o2", "Observation/o2");
+    expect_set(f, "Observation", "patient=p1&_id=o3", "");
+    expect_set(f, "Observation", "patient=p1&_lastUpdated=gt2000-01-01", "Observation/o1 Observation/o2");
+    expect_set(f, "Observation", "patient=p1&_lastUpdated=lt2000-01-01", "");
+    /* no patient: the narrowest clause lists, the others test its rows */
+    expect_set(f, "Observation", "code=8867-4&status=final&_id=o1,o3,o4",
+               "Observation/o1 Observation/o3 Observation/o4");
+    expect_set(f, "Observation", "code=8867-4&status=preliminary", "");
     expect_set(f, "RiskAssessment", "patient=p1", "RiskAssessment/r1");
     expect_page(f, "Observation", "patient=nobody&_summary=count", "", 0, 0);
     expect_page(f, "Observation", "patient=p2&_summary=count", "", 0, 2);
